@@ -1,0 +1,15 @@
+"""ponder: test-time compute scaling for language models."""
+
+from ponder.errors import PonderError
+
+__version__ = "0.1.0"
+
+
+def solve(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see ponder.api.solve
+    """Answer a question with the embedded default; see :func:`ponder.api.solve`."""
+    from ponder.api import solve as _solve
+
+    return _solve(*args, **kwargs)
+
+
+__all__ = ["PonderError", "solve", "__version__"]

@@ -1,0 +1,46 @@
+"""Tasks: the built-in chained-arithmetic family, answer extraction and checking."""
+
+from ponder.tasks.answers import check_steps, extract_answer, is_correct, split_steps
+from ponder.tasks.arithmetic import (
+    ANSWER_PREFIX,
+    LEVELS,
+    SPLITS,
+    STEP_DELIMITER,
+    LevelSpec,
+    Problem,
+    Step,
+    decode_number,
+    draw_problem,
+    encode_number,
+    format_prompt,
+    iter_problems,
+    level_spec,
+    make_split,
+    parse_question,
+    split_of,
+    to_display,
+)
+
+__all__ = [
+    "ANSWER_PREFIX",
+    "LEVELS",
+    "SPLITS",
+    "STEP_DELIMITER",
+    "LevelSpec",
+    "Problem",
+    "Step",
+    "check_steps",
+    "decode_number",
+    "draw_problem",
+    "encode_number",
+    "extract_answer",
+    "format_prompt",
+    "to_display",
+    "is_correct",
+    "iter_problems",
+    "level_spec",
+    "make_split",
+    "parse_question",
+    "split_of",
+    "split_steps",
+]

@@ -1,0 +1,1 @@
+"""Embedded models: the tokenizer, the transformer, and their training recipes."""

@@ -1,0 +1,194 @@
+"""Measure the embedded models on the test split and write their model card."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ponder.backends.base import SamplingParams
+from ponder.backends.embedded import EmbeddedGenerator
+from ponder.eval.metrics import greedy_correct, pass_at_k, per_level
+from ponder.tasks.answers import check_steps, extract_answer, is_correct
+from ponder.tasks.arithmetic import LEVELS, make_split
+from ponder.training.checkpoint import progress_bar
+from ponder.verifiers.embedded import EmbeddedVerifier
+
+
+def auroc(scores: list[float], labels: list[bool]) -> float:
+    """Area under the ROC curve (probability a random positive outscores a random negative)."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = s.argsort(kind="mergesort")
+    ranks = np.empty(len(s))
+    sorted_s = s[order]
+    # Average ranks over ties.
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@dataclass
+class CardMetrics:
+    greedy: dict[int, float] = field(default_factory=dict)
+    sample_pass1: dict[int, float] = field(default_factory=dict)
+    pass_at_16: dict[int, float] = field(default_factory=dict)
+    pass_at_64: dict[int, float] = field(default_factory=dict)
+    majority_16: dict[int, float] = field(default_factory=dict)
+    prm_best_of_16: dict[int, float] = field(default_factory=dict)
+    prm_min_best_of_16: dict[int, float] = field(default_factory=dict)
+    orm_best_of_16: dict[int, float] = field(default_factory=dict)
+    prm_step_auroc: float = 0.0
+    prm_step_auroc_per_level: dict[int, float] = field(default_factory=dict)
+    orm_auroc: float = 0.0
+    n_greedy_per_level: int = 0
+    n_sampled_per_level: int = 0
+
+
+def measure(
+    generator: EmbeddedGenerator,
+    verifier: EmbeddedVerifier,
+    n_greedy_per_level: int = 200,
+    n_sampled_per_level: int = 40,
+    seed: int = 0,
+) -> CardMetrics:
+    """Greedy accuracy, pass@k, and verifier quality on the test split."""
+    m = CardMetrics(n_greedy_per_level=n_greedy_per_level, n_sampled_per_level=n_sampled_per_level)
+    test = make_split("test", n_per_level=n_greedy_per_level, seed=seed)
+    m.greedy = per_level(test, [float(c) for c in greedy_correct(generator, test)])
+
+    sampled = make_split("test", n_per_level=n_sampled_per_level, seed=seed)
+    step_scores, step_truth, step_levels = [], [], []
+    orm_scores, orm_truth = [], []
+    rows: dict[str, list[float]] = {k: [] for k in ("p1", "p16", "p64", "maj", "prm", "prm_min", "orm")}
+    with progress_bar("measure models", len(sampled)) as (bar, task):
+        for i, problem in enumerate(sampled):
+            group = generator.generate(
+                [problem.prompt], SamplingParams(n=64, temperature=1.0, seed=seed + i)
+            )[0]
+            correct = [is_correct(problem, c.text) for c in group]
+            rows["p1"].append(sum(correct) / len(correct))
+            rows["p64"].append(pass_at_k(64, sum(correct), 64))
+            first16, ok16 = group[:16], correct[:16]
+            rows["p16"].append(float(any(ok16)))
+            votes = Counter(a for a in (extract_answer(c.text) for c in first16) if a is not None)
+            rows["maj"].append(float(bool(votes) and votes.most_common(1)[0][0] == problem.answer))
+            scores = verifier.score([problem.prompt] * 16, [c.text for c in first16])
+            best = max(range(16), key=lambda j: scores[j].aggregate("last"))
+            best_min = max(range(16), key=lambda j: scores[j].aggregate("min"))
+            best_orm = max(range(16), key=lambda j: scores[j].outcome or 0.0)
+            rows["prm"].append(float(ok16[best]))
+            rows["prm_min"].append(float(ok16[best_min]))
+            rows["orm"].append(float(ok16[best_orm]))
+            for c, s, ok in zip(first16, scores, ok16):
+                verdicts = check_steps(problem, c.text)
+                on_track = True
+                for j, sc in enumerate(s.step_scores):
+                    # A step is good while every step so far is right; the answer line by the answer.
+                    on_track = on_track and (verdicts[j] if j < len(verdicts) else ok)
+                    step_scores.append(sc)
+                    step_truth.append(on_track)
+                    step_levels.append(problem.level)
+                orm_scores.append(s.outcome or 0.0)
+                orm_truth.append(ok)
+            bar.update(task, advance=1)
+    m.sample_pass1 = per_level(sampled, rows["p1"])
+    m.pass_at_16 = per_level(sampled, rows["p16"])
+    m.pass_at_64 = per_level(sampled, rows["p64"])
+    m.majority_16 = per_level(sampled, rows["maj"])
+    m.prm_best_of_16 = per_level(sampled, rows["prm"])
+    m.prm_min_best_of_16 = per_level(sampled, rows["prm_min"])
+    m.orm_best_of_16 = per_level(sampled, rows["orm"])
+    m.prm_step_auroc = auroc(step_scores, step_truth)
+    for lv in sorted(LEVELS):
+        idx = [k for k, x in enumerate(step_levels) if x == lv]
+        m.prm_step_auroc_per_level[lv] = auroc([step_scores[k] for k in idx], [step_truth[k] for k in idx])
+    m.orm_auroc = auroc(orm_scores, orm_truth)
+    return m
+
+
+def _row(name: str, values: dict[int, float]) -> str:
+    return f"| {name} | " + " | ".join(f"{values.get(lv, float('nan')):.1%}" for lv in sorted(LEVELS)) + " |"
+
+
+def _model_row(title: str, file: str, info: dict, key: str) -> str:
+    size = info[f"{key}_bytes"] / 1e6
+    return f"| {title} | `{file}` | {info[f'{key}_params']:,} | {info[f'{key}_shape']} | {size:.2f} MB |"
+
+
+def write_card(path: Path, metrics: CardMetrics, info: dict) -> None:
+    """The model card: sizes, how they were trained, what they score."""
+    levels = sorted(LEVELS)
+    header = "| | " + " | ".join(f"L{lv}" for lv in levels) + " |\n|---|" + "---|" * len(levels)
+    level_lines = "\n".join(
+        f"| {lv} | {s.n_ops} | 0..{s.max_value - 1} |" for lv, s in sorted(LEVELS.items())
+    )
+    text = f"""# Embedded models of ponder
+
+Two tiny transformers trained by ponder itself on its built-in chained-arithmetic task, shipped in
+this folder as safetensors (fp16), loaded with no network. They exist so that every test-time
+compute feature can run, be tested and be measured on a 2-core CPU.
+
+| model | file | parameters (non-embedding) | layers x width x heads | size on disk |
+|---|---|---|---|---|
+{_model_row("policy", "policy.safetensors", info, "policy")}
+{_model_row("verifier (PRM + ORM heads)", "verifier.safetensors", info, "verifier")}
+
+## Task
+`ponder.tasks`: chains of additions and subtractions, one checkable equation per line, numbers
+written least-significant digit first and zero-padded to the level's width.
+
+| level | operations | numbers |
+|---|---|---|
+{level_lines}
+
+## Training
+- Command: `{info["command"]}` (seed {info["seed"]}), on {info["cores"]} CPU cores.
+- Policy: next-token loss on reference solutions of fresh train-split problems,
+  {info["policy_steps"]} steps of {info["policy_batch"]}: {info["policy_seconds"] / 60:.1f} min.
+- Rollout labels: the policy samples {info["samples_per_problem"]} solutions for each of
+  {info["rollout_problems"]} train problems; after every step, {info["rollouts_per_step"]} rollouts
+  from that prefix; the step's label is the fraction that reaches the right answer (Math-Shepherd
+  style, never the step checker): {info["rollout_seconds"] / 60:.1f} min.
+- Verifier: initialised from the policy, a two-logit head; soft cross-entropy on the rollout
+  labels at each step end (PRM) and on the sample's outcome at its last token (ORM),
+  {info["verifier_epochs"]} epochs: {info["verifier_seconds"] / 60:.1f} min.
+- Whole recipe: {info["total_seconds"] / 60:.1f} min wall time.
+
+## Quality on the test split (held out; seed {info["seed"]})
+Greedy accuracy uses {metrics.n_greedy_per_level} problems per level; the sampled rows use
+{metrics.n_sampled_per_level} problems per level with 64 samples each at temperature 1.0.
+
+{header}
+{_row("policy greedy", metrics.greedy)}
+{_row("policy sample (pass@1, T=1)", metrics.sample_pass1)}
+{_row("pass@16", metrics.pass_at_16)}
+{_row("pass@64", metrics.pass_at_64)}
+{_row("majority vote of 16", metrics.majority_16)}
+{_row("best-of-16 by PRM (last step)", metrics.prm_best_of_16)}
+{_row("best-of-16 by PRM (min step)", metrics.prm_min_best_of_16)}
+{_row("best-of-16 by ORM", metrics.orm_best_of_16)}
+
+Verifier quality (the truth for a step is the step checker: every step so far is right; for the
+answer line, the answer is right):
+- PRM step-level AUROC: **{metrics.prm_step_auroc:.3f}** overall; per level
+  {", ".join(f"L{lv} {v:.3f}" for lv, v in metrics.prm_step_auroc_per_level.items())}.
+- ORM AUROC (right vs. wrong final answer): **{metrics.orm_auroc:.3f}**.
+
+## Limits
+The policy only knows this task's format. The verifier is learned from noisy rollout estimates,
+so it is an imperfect judge by design: it is what search has to work against.
+"""
+    path.write_text(text)
+    (path.parent / "card.json").write_text(json.dumps({"metrics": metrics.__dict__, "info": info}, indent=1))

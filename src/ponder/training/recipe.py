@@ -1,0 +1,127 @@
+"""The whole embedded-model recipe, one resumable command: policy -> rollout labels -> verifier ->
+measurement and model card -> (optionally) install into the package.
+
+Each stage resumes from its own checkpoints, and a finished stage is skipped, so rerunning the
+command after an interruption continues where it stopped. Stage wall times are kept in
+``recipe.json`` for the model card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ponder.training.prm_data import RolloutConfig
+from ponder.training.train_policy import PolicyTrainConfig
+from ponder.training.train_verifier import VerifierTrainConfig
+
+
+@dataclass
+class RecipeConfig:
+    out_dir: str = "runs/embedded"
+    seed: int = 0
+    policy_steps: int = PolicyTrainConfig.steps
+    rollout_problems: int = RolloutConfig.n_problems
+    verifier_epochs: int = VerifierTrainConfig.epochs
+    card_greedy_per_level: int = 200
+    card_sampled_per_level: int = 40
+    install: bool = False
+
+
+def _stage(state: dict, state_file: Path, name: str, fn, log) -> None:
+    if state.get(name, {}).get("done"):
+        log(f"[{name}] already done ({state[name]['seconds'] / 60:.1f} min), skipping")
+        return
+    t0 = time.perf_counter()
+    fn()
+    prior = state.get(name, {}).get("seconds", 0.0)
+    state[name] = {"done": True, "seconds": prior + time.perf_counter() - t0}
+    state_file.write_text(json.dumps(state, indent=1))
+
+
+def run_recipe(cfg: RecipeConfig, log=print) -> Path:
+    from ponder.backends.embedded import EmbeddedGenerator
+    from ponder.training.card import measure, write_card
+    from ponder.training.model import load_model
+    from ponder.training.prm_data import generate_labels
+    from ponder.training.train_policy import train_policy
+    from ponder.training.train_verifier import train_verifier
+    from ponder.verifiers.embedded import EmbeddedVerifier
+
+    root = Path(cfg.out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    state_file = root / "recipe.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    policy_cfg = PolicyTrainConfig(out_dir=str(root / "policy"), steps=cfg.policy_steps, seed=cfg.seed)
+    rollout_cfg = RolloutConfig(
+        out_file=str(root / "verifier" / "labels.jsonl"), n_problems=cfg.rollout_problems, seed=cfg.seed
+    )
+    verifier_cfg = VerifierTrainConfig(
+        labels=rollout_cfg.out_file,
+        init_from=str(root / "policy" / "policy.safetensors"),
+        out_dir=str(root / "verifier"),
+        epochs=cfg.verifier_epochs,
+        seed=cfg.seed,
+    )
+    policy_file = root / "policy" / "policy.safetensors"
+    verifier_file = root / "verifier" / "verifier.safetensors"
+
+    _stage(state, state_file, "policy", lambda: train_policy(policy_cfg, log=log), log)
+    _stage(
+        state,
+        state_file,
+        "rollouts",
+        lambda: generate_labels(EmbeddedGenerator.load(policy_file), rollout_cfg, log=log),
+        log,
+    )
+    _stage(state, state_file, "verifier", lambda: train_verifier(verifier_cfg, log=log), log)
+
+    def card() -> None:
+        generator = EmbeddedGenerator.load(policy_file)
+        verifier = EmbeddedVerifier.load(verifier_file)
+        metrics = measure(
+            generator, verifier, cfg.card_greedy_per_level, cfg.card_sampled_per_level, cfg.seed
+        )
+        _, policy_meta = load_model(policy_file)
+        _, verifier_meta = load_model(verifier_file)
+        pc, vc = generator.model.config, verifier.model.config
+        info = {
+            "command": "ponder train all" + (" --install" if cfg.install else ""),
+            "seed": cfg.seed,
+            "cores": os.cpu_count(),
+            "policy_params": generator.num_params,
+            "verifier_params": verifier.num_params,
+            "policy_shape": f"{pc.n_layer} x {pc.d_model} x {pc.n_head}",
+            "verifier_shape": f"{vc.n_layer} x {vc.d_model} x {vc.n_head}",
+            "policy_bytes": policy_file.stat().st_size,
+            "verifier_bytes": verifier_file.stat().st_size,
+            "policy_steps": policy_cfg.steps,
+            "policy_batch": policy_cfg.batch_size,
+            # Training loops time themselves (across resumes); the stage timer covers the rest.
+            "policy_seconds": policy_meta.get("train_seconds", state["policy"]["seconds"]),
+            "rollout_problems": rollout_cfg.n_problems,
+            "samples_per_problem": rollout_cfg.samples_per_problem,
+            "rollouts_per_step": rollout_cfg.rollouts_per_step,
+            "rollout_seconds": state["rollouts"]["seconds"],
+            "verifier_epochs": verifier_cfg.epochs,
+            "verifier_seconds": verifier_meta.get("train_seconds", state["verifier"]["seconds"]),
+            "policy_train_history": policy_meta.get("history", []),
+            "python": sys.version.split()[0],
+        }
+        info["total_seconds"] = info["policy_seconds"] + info["rollout_seconds"] + info["verifier_seconds"]
+        write_card(root / "MODEL_CARD.md", metrics, info)
+        log((root / "MODEL_CARD.md").read_text())
+
+    _stage(state, state_file, "card", card, log)
+    if cfg.install:
+        from ponder.training.weights import WEIGHTS_DIR
+
+        for f in (policy_file, verifier_file, root / "MODEL_CARD.md", root / "card.json"):
+            shutil.copy2(f, WEIGHTS_DIR / f.name)
+        log(f"installed the embedded models into {WEIGHTS_DIR}")
+    return root

@@ -1,0 +1,180 @@
+"""Training recipe of the embedded policy: next-token loss on reference solutions.
+
+Problems are drawn fresh from the train split every step (the space is far larger than what a
+run sees), so the model cannot memorise and the dev/test splits stay unseen. Data for step ``s``
+depends only on ``(seed, s)``, which makes a resumed run identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ponder.errors import ConfigError
+from ponder.tasks.arithmetic import LEVELS, Problem, draw_problem, split_of
+from ponder.training.checkpoint import cosine_lr, eta_line, load_checkpoint, progress_bar, save_checkpoint
+from ponder.training.model import ModelConfig, TinyTransformer, save_model
+from ponder.training.tokenizer import CharTokenizer
+
+
+@dataclass
+class PolicyTrainConfig:
+    out_dir: str = "runs/policy"
+    steps: int = 5000
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 200
+    weight_decay: float = 0.05
+    seed: int = 0
+    d_model: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    max_seq_len: int = 512
+    # Sampling weight of each level in the training mix (levels 1..5).
+    level_weights: tuple[float, ...] = field(default=(1.0, 1.0, 1.0, 1.0, 1.0))
+    eval_every: int = 500
+    ckpt_every: int = 100
+    eval_per_level: int = 50
+    threads: int = 0  # 0: torch's default
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=CharTokenizer().vocab_size,
+            d_model=self.d_model,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            max_seq_len=self.max_seq_len,
+            head="lm",
+        )
+
+
+def draw_train_problems(rng: random.Random, n: int, level_weights: tuple[float, ...]) -> list[Problem]:
+    levels = sorted(LEVELS)
+    if len(level_weights) != len(levels):
+        raise ConfigError(f"level_weights needs {len(levels)} entries, got {len(level_weights)}")
+    out: list[Problem] = []
+    while len(out) < n:
+        level = rng.choices(levels, weights=level_weights)[0]
+        problem = draw_problem(rng, level)
+        if split_of(problem.question) == "train":
+            out.append(problem)
+    return out
+
+
+def encode_batch(
+    tok: CharTokenizer, prompts: list[str], targets: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ``[bos] prompt target [eos]``; the loss covers target and eos only."""
+    seqs, starts = [], []
+    for prompt, target in zip(prompts, targets):
+        p = tok.encode(prompt, bos=True)
+        seqs.append(p + tok.encode(target) + [tok.eos_id])
+        starts.append(len(p))
+    width = max(map(len, seqs))
+    x = torch.full((len(seqs), width - 1), tok.pad_id, dtype=torch.long)
+    y = torch.full((len(seqs), width - 1), -100, dtype=torch.long)
+    for i, (s, start) in enumerate(zip(seqs, starts)):
+        t = torch.tensor(s)
+        x[i, : len(s) - 1] = t[:-1]
+        y[i, start - 1 : len(s) - 1] = t[start:]
+    return x, y, torch.tensor(starts)
+
+
+def lm_loss(model: TinyTransformer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+
+
+def make_optimizer(model: TinyTransformer, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "emb" in n]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+
+
+def train_policy(cfg: PolicyTrainConfig, resume: bool = True, log=print) -> Path:
+    """Train (or resume) the policy; returns the path of the final safetensors file."""
+    from ponder.backends.embedded import EmbeddedGenerator
+    from ponder.eval.metrics import greedy_correct, per_level
+    from ponder.tasks.arithmetic import make_split
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    ckpt_path = out / "checkpoint.pt"
+    torch.manual_seed(cfg.seed)
+    tok = CharTokenizer()
+    model = TinyTransformer(cfg.model_config())
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    step, elapsed, history = 0, 0.0, []
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state["config"] != asdict(cfg) | {"out_dir": state["config"]["out_dir"]}:
+            raise ConfigError(
+                f"checkpoint {ckpt_path} was written with a different training config; "
+                "use another --out-dir or --no-resume"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        log(f"resuming from step {step} ({elapsed / 60:.1f} min done)")
+    log(f"policy: {model.num_params():,} parameters, {cfg.steps} steps of {cfg.batch_size}")
+    dev = make_split("dev", n_per_level=cfg.eval_per_level, seed=cfg.seed)
+
+    def evaluate() -> dict[int, float]:
+        model.eval()
+        acc = per_level(dev, [float(c) for c in greedy_correct(EmbeddedGenerator(model, tok), dev)])
+        model.train()
+        return acc
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_path,
+            model=model.state_dict(),
+            optimizer=opt.state_dict(),
+            step=step,
+            elapsed=elapsed,
+            history=history,
+            config=asdict(cfg),
+        )
+
+    model.train()
+    with progress_bar("train policy", cfg.steps, completed=step) as (bar, task):
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            rng = random.Random(f"policy/{cfg.seed}/{step}")
+            batch = draw_train_problems(rng, cfg.batch_size, tuple(cfg.level_weights))
+            x, y, _ = encode_batch(tok, [p.prompt for p in batch], [p.solution for p in batch])
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
+            loss = lm_loss(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            elapsed += time.perf_counter() - t0
+            bar.update(task, advance=1, info=f"loss {loss.item():.4f}")
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                acc = evaluate()
+                history.append({"step": step, "loss": loss.item(), "dev_greedy": acc, "elapsed": elapsed})
+                log(
+                    f"step {step}: loss {loss.item():.4f} dev greedy "
+                    + " ".join(f"L{k}={v:.2f}" for k, v in acc.items())
+                )
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                checkpoint()
+            if step % 250 == 0 and bar.disable:
+                log(eta_line("policy step", step, cfg.steps, elapsed) + f", loss {loss.item():.4f}")
+    final = out / "policy.safetensors"
+    save_model(
+        model,
+        final,
+        metadata={"train_config": asdict(cfg), "train_seconds": round(elapsed, 1), "history": history},
+    )
+    return final

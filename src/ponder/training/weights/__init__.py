@@ -1,0 +1,15 @@
+"""Weights of the embedded models, shipped inside the package (safetensors, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+
+
+def policy_path() -> Path:
+    return WEIGHTS_DIR / "policy.safetensors"
+
+
+def verifier_path() -> Path:
+    return WEIGHTS_DIR / "verifier.safetensors"
