@@ -44,7 +44,7 @@ def train_policy_cmd(
     out_dir: Annotated[Path, typer.Option(help="run directory (checkpoints, final weights)")] = Path(
         "runs/policy"
     ),
-    steps: Annotated[int, typer.Option(help="optimizer steps")] = 5000,
+    steps: Annotated[int, typer.Option(help="optimizer steps")] = 3000,
     batch_size: int = 64,
     d_model: int = 128,
     n_layer: int = 4,
@@ -77,9 +77,9 @@ def train_rollouts_cmd(
         "runs/policy/policy.safetensors"
     ),
     out_file: Path = Path("runs/verifier/labels.jsonl"),
-    n_problems: int = 1200,
+    n_problems: int = 800,
     samples_per_problem: int = 4,
-    rollouts_per_step: int = 8,
+    rollouts_per_step: int = 4,
     seed: int = 0,
 ) -> None:
     """Label the policy's own sampled steps by Monte-Carlo rollouts (resumable)."""

@@ -17,6 +17,8 @@ from ponder.tasks.arithmetic import STEP_DELIMITER
 from ponder.training.model import KVCache, TinyTransformer, load_model
 from ponder.training.tokenizer import CharTokenizer
 
+_FINISH = ("length", "eos", "stop")
+
 
 def _validate(params: SamplingParams) -> None:
     if params.n < 1:
@@ -125,44 +127,54 @@ class EmbeddedGenerator:
 
         gen = torch.Generator()
         gen.manual_seed(params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,))))
-        out_ids: list[list[int]] = [[] for _ in rows]
-        out_lp: list[list[float]] = [[] for _ in rows]
-        finish = ["length"] * len(rows)
-        live = torch.arange(len(rows))  # output row of each cache row
+        n_rows = len(rows)
+        tok_buf = torch.zeros((n_rows, max_new), dtype=torch.long)
+        lp_buf = torch.zeros((n_rows, max_new))
+        lengths = torch.zeros(n_rows, dtype=torch.long)
+        finish_code = torch.zeros(n_rows, dtype=torch.long)  # index into _FINISH
+        live = torch.arange(n_rows)  # output row of each cache row
+        running = torch.ones(n_rows, dtype=torch.bool)  # cache rows still generating
         banned = [self.tokenizer.pad_id, self.tokenizer.bos_id]
 
-        for _ in range(max_new):
+        for t in range(max_new):
             logits[:, banned] = float("-inf")
             tokens = sample_tokens(logits, params.temperature, params.top_p, gen)
-            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-            done = torch.zeros(len(live), dtype=torch.bool)
-            for j, (out_row, tok, lp) in enumerate(zip(live.tolist(), tokens.tolist(), logprobs.tolist())):
-                if tok == self.tokenizer.eos_id:
-                    finish[out_row] = "eos"
-                    done[j] = True
-                    continue
-                out_ids[out_row].append(tok)
-                out_lp[out_row].append(lp)
-                if params.stop_at_step and tok == self.step_id:
-                    finish[out_row] = "stop"
-                    done[j] = True
-            keep = (~done).nonzero().squeeze(-1)
-            if len(keep) == 0:
+            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+            is_eos = tokens == self.tokenizer.eos_id
+            emit = running & ~is_eos
+            out_rows = live[emit]
+            tok_buf[out_rows, t] = tokens[emit]
+            lp_buf[out_rows, t] = logprobs[emit]
+            lengths[out_rows] += 1
+            done = running & is_eos
+            finish_code[live[done]] = 1
+            if params.stop_at_step:
+                stop = emit & (tokens == self.step_id)
+                finish_code[live[stop]] = 2
+                done |= stop
+            running &= ~done
+            n_running = int(running.sum())
+            if n_running == 0 or t + 1 >= max_new:
                 break
-            if len(keep) < len(live):
+            if n_running <= 0.75 * len(running):
+                # Drop finished rows in bulk: copying the cache per finished row would cost more
+                # than computing a few dead rows.
+                keep = running.nonzero().squeeze(-1)
                 cache.select_rows(keep)
-                live, tokens, key_valid, next_pos = live[keep], tokens[keep], key_valid[keep], next_pos[keep]
-            if len(out_ids[int(live[0])]) >= max_new:
-                break
-            t = cache.length
-            key_valid[:, t] = True
-            step_mask = key_valid[:, None, None, : t + 1]
+                live, tokens, key_valid = live[keep], tokens[keep], key_valid[keep]
+                next_pos, running = next_pos[keep], running[keep]
+            pos = cache.length
+            key_valid[:, pos] = True
+            step_mask = key_valid[:, None, None, : pos + 1]
             logits = self.model(tokens[:, None], next_pos[:, None], step_mask, cache)[:, -1]
             usage.forward_tokens += len(live)
             next_pos = next_pos + 1
 
         self.last_usage = usage
-        usage.completion_tokens = sum(len(r) for r in out_ids)
+        usage.completion_tokens = int(lengths.sum())
+        out_ids = [tok_buf[r, : lengths[r]].tolist() for r in range(n_rows)]
+        out_lp = [lp_buf[r, : lengths[r]].tolist() for r in range(n_rows)]
+        finish = [_FINISH[c] for c in finish_code.tolist()]
         results: list[list[Completion]] = []
         for p in range(n_prompts):
             group = []

@@ -6,8 +6,8 @@ that reach the right answer: an estimate of "still on track" that never looks at
 so the verifier trained on it is learned and imperfect, like real PRMs. The outcome label of a
 sample is whether its own final answer is right.
 
-Labels are appended to a JSONL file one problem at a time, so an interrupted run resumes where it
-stopped.
+Labels are appended to a JSONL file, one line per problem holding all its samples, so a line cut
+short by a kill is simply relabelled and an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from ponder.training.checkpoint import progress_bar
 @dataclass
 class RolloutConfig:
     out_file: str = "runs/verifier/labels.jsonl"
-    n_problems: int = 1200
+    n_problems: int = 800
     samples_per_problem: int = 4
-    rollouts_per_step: int = 8
+    rollouts_per_step: int = 4
     temperature: float = 1.0
     problems_per_batch: int = 16
     seed: int = 0
@@ -98,12 +98,16 @@ def generate_labels(generator: EmbeddedGenerator, cfg: RolloutConfig, log=print)
     out.parent.mkdir(parents=True, exist_ok=True)
     done_questions: set[str] = set()
     if out.exists():
-        with out.open() as f:
-            for line in f:
-                try:
-                    done_questions.add(json.loads(line)["question"])
-                except (json.JSONDecodeError, KeyError):
-                    continue  # a line cut short by a kill: its problem is labelled again
+        text = out.read_text()
+        if text and not text.endswith("\n"):
+            # A kill cut the last line short: drop it so appends start on a fresh line.
+            text = text[: text.rfind("\n") + 1]
+            out.write_text(text)
+        for line in text.splitlines():
+            try:
+                done_questions.add(json.loads(line)["question"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a damaged line: its problem is labelled again
     rng = random.Random(f"rollouts/{cfg.seed}")
     levels = sorted(LEVELS)
     problems: list[Problem] = []
@@ -121,9 +125,12 @@ def generate_labels(generator: EmbeddedGenerator, cfg: RolloutConfig, log=print)
         for b in range(0, len(todo), cfg.problems_per_batch):
             chunk = todo[b : b + cfg.problems_per_batch]
             records = label_problems(generator, chunk, cfg, seed=cfg.seed * 1_000_003 + b)
+            by_question: dict[str, list[dict]] = {}
+            for r in records:
+                by_question.setdefault(r["question"], []).append(r)
             with out.open("a") as f:
-                for r in records:
-                    f.write(json.dumps(r) + "\n")
+                for question, samples in by_question.items():
+                    f.write(json.dumps({"question": question, "samples": samples}) + "\n")
                 f.flush()
             bar.update(task, advance=len(chunk))
     log(f"rollout labels: {len(todo)} problems in {time.perf_counter() - t0:.0f} s -> {out}")
@@ -131,11 +138,12 @@ def generate_labels(generator: EmbeddedGenerator, cfg: RolloutConfig, log=print)
 
 
 def read_labels(path: str | Path) -> list[dict]:
+    """All labelled samples (one dict per sample) in a labels file; damaged lines are skipped."""
     records = []
     with Path(path).open() as f:
         for line in f:
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                records.extend(json.loads(line)["samples"])
+            except (json.JSONDecodeError, KeyError, TypeError):
                 continue
     return records

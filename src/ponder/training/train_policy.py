@@ -25,7 +25,7 @@ from ponder.training.tokenizer import CharTokenizer
 @dataclass
 class PolicyTrainConfig:
     out_dir: str = "runs/policy"
-    steps: int = 5000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-3
     warmup: int = 200
@@ -37,9 +37,16 @@ class PolicyTrainConfig:
     max_seq_len: int = 512
     # Sampling weight of each level in the training mix (levels 1..5).
     level_weights: tuple[float, ...] = field(default=(1.0, 1.0, 1.0, 1.0, 1.0))
-    eval_every: int = 500
+    eval_every: int = 100
+    eval_from: int = 1200  # before this step, evaluate only every 5 x eval_every
+    # Early stop at the first evaluation where dev greedy accuracy on ``stop_level`` reaches
+    # ``stop_accuracy``: trained to convergence the policy solves nearly every chain, which would
+    # leave test-time compute nothing to do. Stopping once the easiest level is reliable keeps the
+    # long chains hard. None trains all ``steps``.
+    stop_level: int = 1
+    stop_accuracy: float | None = 0.9
     ckpt_every: int = 100
-    eval_per_level: int = 50
+    eval_per_level: int = 60
     threads: int = 0  # 0: torch's default
 
     def model_config(self) -> ModelConfig:
@@ -97,8 +104,11 @@ def make_optimizer(model: TinyTransformer, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
 
 
-def train_policy(cfg: PolicyTrainConfig, resume: bool = True, log=print) -> Path:
-    """Train (or resume) the policy; returns the path of the final safetensors file."""
+def train_policy(
+    cfg: PolicyTrainConfig, resume: bool = True, log=print, max_steps_this_run: int | None = None
+) -> Path | None:
+    """Train (or resume) the policy; returns the final safetensors file, or None when
+    ``max_steps_this_run`` stopped it early (after a checkpoint, so a rerun resumes)."""
     from ponder.backends.embedded import EmbeddedGenerator
     from ponder.eval.metrics import greedy_correct, per_level
     from ponder.tasks.arithmetic import make_split
@@ -111,7 +121,7 @@ def train_policy(cfg: PolicyTrainConfig, resume: bool = True, log=print) -> Path
     tok = CharTokenizer()
     model = TinyTransformer(cfg.model_config())
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    step, elapsed, history = 0, 0.0, []
+    step, elapsed, history, stopped_early = 0, 0.0, [], False
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         if state["config"] != asdict(cfg) | {"out_dir": state["config"]["out_dir"]}:
@@ -122,6 +132,7 @@ def train_policy(cfg: PolicyTrainConfig, resume: bool = True, log=print) -> Path
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        stopped_early = state.get("stopped_early", False)
         log(f"resuming from step {step} ({elapsed / 60:.1f} min done)")
     log(f"policy: {model.num_params():,} parameters, {cfg.steps} steps of {cfg.batch_size}")
     dev = make_split("dev", n_per_level=cfg.eval_per_level, seed=cfg.seed)
@@ -140,12 +151,14 @@ def train_policy(cfg: PolicyTrainConfig, resume: bool = True, log=print) -> Path
             step=step,
             elapsed=elapsed,
             history=history,
+            stopped_early=stopped_early,
             config=asdict(cfg),
         )
 
     model.train()
+    stop_at = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
     with progress_bar("train policy", cfg.steps, completed=step) as (bar, task):
-        while step < cfg.steps:
+        while step < stop_at and not stopped_early:
             t0 = time.perf_counter()
             rng = random.Random(f"policy/{cfg.seed}/{step}")
             batch = draw_train_problems(rng, cfg.batch_size, tuple(cfg.level_weights))
@@ -160,21 +173,39 @@ def train_policy(cfg: PolicyTrainConfig, resume: bool = True, log=print) -> Path
             step += 1
             elapsed += time.perf_counter() - t0
             bar.update(task, advance=1, info=f"loss {loss.item():.4f}")
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            every = cfg.eval_every if step >= cfg.eval_from else 5 * cfg.eval_every
+            if step % every == 0 or step == cfg.steps:
                 acc = evaluate()
                 history.append({"step": step, "loss": loss.item(), "dev_greedy": acc, "elapsed": elapsed})
                 log(
                     f"step {step}: loss {loss.item():.4f} dev greedy "
                     + " ".join(f"L{k}={v:.2f}" for k, v in acc.items())
                 )
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                target = cfg.stop_accuracy
+                if target is not None and acc.get(cfg.stop_level, 0.0) >= target:
+                    stopped_early = True
+                    log(
+                        f"early stop at step {step}: dev greedy "
+                        f"L{cfg.stop_level} {acc[cfg.stop_level]:.2f} >= {target}"
+                    )
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or stopped_early:
                 checkpoint()
             if step % 250 == 0 and bar.disable:
                 log(eta_line("policy step", step, cfg.steps, elapsed) + f", loss {loss.item():.4f}")
+    if step < cfg.steps and not stopped_early:
+        checkpoint()
+        log(f"stopped at step {step} of {cfg.steps}; rerun to resume")
+        return None
     final = out / "policy.safetensors"
     save_model(
         model,
         final,
-        metadata={"train_config": asdict(cfg), "train_seconds": round(elapsed, 1), "history": history},
+        metadata={
+            "train_config": asdict(cfg),
+            "train_seconds": round(elapsed, 1),
+            "final_step": step,
+            "stopped_early": stopped_early,
+            "history": history,
+        },
     )
     return final

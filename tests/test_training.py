@@ -1,0 +1,165 @@
+"""Training recipes: resumable policy training, rollout labels, verifier training, card metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ponder.backends.base import Completion, SamplingParams
+from ponder.errors import ConfigError
+from ponder.tasks import check_steps, make_split
+from ponder.training.card import auroc
+from ponder.training.model import ModelConfig, TinyTransformer, load_model, save_model
+from ponder.training.prm_data import RolloutConfig, generate_labels, label_problems, read_labels
+from ponder.training.train_policy import PolicyTrainConfig, train_policy
+from ponder.training.train_verifier import VerifierTrainConfig, train_verifier
+from ponder.verifiers.embedded import EmbeddedVerifier
+
+TINY = dict(d_model=32, n_layer=2, n_head=2, batch_size=8, eval_every=10_000, eval_per_level=1, ckpt_every=3)
+
+
+def _quiet(*_: object) -> None:
+    pass
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    model, _ = load_model(path)
+    return model.state_dict()
+
+
+def test_policy_training_resumes_to_the_same_weights(tmp_path):
+    straight = train_policy(PolicyTrainConfig(out_dir=str(tmp_path / "a"), steps=6, **TINY), log=_quiet)
+    cfg = PolicyTrainConfig(out_dir=str(tmp_path / "b"), steps=6, **TINY)
+    assert train_policy(cfg, log=_quiet, max_steps_this_run=4) is None  # interrupted after step 4
+    assert (tmp_path / "b" / "checkpoint.pt").exists()
+    resumed = train_policy(cfg, log=_quiet)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-3), k
+    meta = load_model(resumed)[1]
+    assert meta["train_config"]["steps"] == 6 and meta["train_seconds"] > 0
+
+
+def test_policy_training_refuses_a_checkpoint_from_another_config(tmp_path):
+    train_policy(PolicyTrainConfig(out_dir=str(tmp_path), steps=3, **TINY), log=_quiet)
+    other = PolicyTrainConfig(out_dir=str(tmp_path), steps=3, **(TINY | {"d_model": 64}))
+    with pytest.raises(ConfigError, match="different training config"):
+        train_policy(other, log=_quiet)
+
+
+class ScriptedPolicy:
+    """Samples: half right, half with a wrong second step. Rollouts: finish right from a right
+    prefix, wrong from a wrong one. So MC labels are known exactly."""
+
+    num_params = 1
+
+    def __init__(self, problem):
+        self.problem = problem
+        ref = problem.solution.split("\n")
+        wrong_second = ref[1].split("=")[0] + "=" + "9" * problem.width
+        self.good = problem.solution
+        self.bad = "\n".join([ref[0], wrong_second, *ref[2:-1], "A:" + "9" * problem.width])
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        out = []
+        for prompt in prompts:
+            prefix = prompt[len(self.problem.prompt) :]
+            if not prefix:
+                texts = [self.good if i % 2 == 0 else self.bad for i in range(params.n)]
+            elif all(check_steps(self.problem, prefix)):
+                texts = [self.good[len(prefix) :]] * params.n
+            else:
+                texts = ["A:" + "9" * self.problem.width] * params.n
+            out.append([Completion(t, [0] * len(t), [0.0] * len(t), "eos", 1) for t in texts])
+        return out
+
+
+def test_rollout_labels_are_the_fraction_of_rollouts_that_reach_the_answer():
+    problem = next(p for p in make_split("train", levels=[2], n_per_level=20) if p.answer != int("9" * 2))
+    cfg = RolloutConfig(samples_per_problem=2, rollouts_per_step=3)
+    records = label_problems(ScriptedPolicy(problem), [problem], cfg, seed=0)
+    good, bad = records
+    assert good["outcome"] == 1.0 and good["step_labels"] == [1.0] * len(good["steps"])
+    assert bad["outcome"] == 0.0
+    # First step right -> its rollouts all succeed; from the wrong second step on, none do.
+    assert bad["step_labels"][0] == 1.0
+    assert bad["step_labels"][1:] == [0.0] * (len(bad["steps"]) - 1)
+
+
+@pytest.fixture
+def tiny_policy_file(tmp_path):
+    torch.manual_seed(0)
+    model = TinyTransformer(ModelConfig(d_model=32, n_layer=2, n_head=2, max_seq_len=256))
+    path = tmp_path / "policy.safetensors"
+    save_model(model, path)
+    return path
+
+
+def test_label_generation_resumes_without_duplicates(tmp_path, tiny_policy_file):
+    from ponder.backends.embedded import EmbeddedGenerator
+
+    gen = EmbeddedGenerator(load_model(tiny_policy_file)[0])
+    out = tmp_path / "labels.jsonl"
+    cfg = RolloutConfig(out_file=str(out), n_problems=3, samples_per_problem=2, rollouts_per_step=2,
+                        problems_per_batch=2)
+    generate_labels(gen, cfg, log=_quiet)
+    first = read_labels(out)
+    assert len(first) == 3 * 2
+    for r in first:
+        assert len(r["step_labels"]) == len(r["steps"])
+        assert all(0.0 <= x <= 1.0 for x in r["step_labels"])
+    # A line cut short by a kill is ignored and its problem labelled again; finished ones are kept.
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3  # one line per problem
+    out.write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])
+    generate_labels(gen, cfg, log=_quiet)
+    again = read_labels(out)
+    assert len(again) == len(first)
+    assert sorted(r["question"] for r in again) == sorted(r["question"] for r in first)
+    assert out.read_text().splitlines()[:2] == lines[:2]
+
+
+def test_verifier_trains_from_labels_and_loads(tmp_path, tiny_policy_file):
+    labels = tmp_path / "labels.jsonl"
+    problems = make_split("train", levels=[1], n_per_level=8)
+    with labels.open("w") as f:
+        for p in problems:
+            steps = p.solution.split("\n")
+            sample = {"question": p.question, "prompt": p.prompt, "solution": p.solution,
+                      "steps": steps, "step_labels": [1.0] * len(steps), "outcome": 1.0}
+            f.write(json.dumps({"question": p.question, "samples": [sample]}) + "\n")
+    cfg = VerifierTrainConfig(labels=str(labels), init_from=str(tiny_policy_file), out_dir=str(tmp_path / "v"),
+                              epochs=2, batch_size=4)
+    path = train_verifier(cfg, log=_quiet)
+    verifier = EmbeddedVerifier.load(path)
+    scores = verifier.score([problems[0].prompt], [problems[0].solution])
+    assert len(scores[0].step_scores) == len(problems[0].solution.split("\n"))
+    assert all(0.0 <= s <= 1.0 for s in scores[0].step_scores)
+
+
+def test_verifier_training_without_labels_is_a_clear_error(tmp_path, tiny_policy_file):
+    empty = tmp_path / "labels.jsonl"
+    empty.write_text("")
+    cfg = VerifierTrainConfig(labels=str(empty), init_from=str(tiny_policy_file), out_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="no rollout labels"):
+        train_verifier(cfg, log=_quiet)
+
+
+def test_auroc():
+    assert auroc([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 1.0
+    assert auroc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 0.0
+    assert auroc([0.5, 0.5, 0.5, 0.5], [True, False, True, False]) == 0.5
+    assert auroc([0.3, 0.7, 0.5], [False, True, True]) == 1.0
+    assert math.isnan(auroc([0.1, 0.2], [True, True]))
+
+
+def test_policy_training_stops_early_once_the_dev_target_is_reached(tmp_path):
+    cfg = PolicyTrainConfig(out_dir=str(tmp_path), steps=10, **(TINY | {"eval_every": 2}), eval_from=0,
+                            stop_level=1, stop_accuracy=0.0)
+    meta = load_model(train_policy(cfg, log=_quiet))[1]
+    assert meta["stopped_early"] is True and meta["final_step"] == 2
+    assert [h["step"] for h in meta["history"]] == [2]
