@@ -104,8 +104,9 @@ def test_label_generation_resumes_without_duplicates(tmp_path, tiny_policy_file)
 
     gen = EmbeddedGenerator(load_model(tiny_policy_file)[0])
     out = tmp_path / "labels.jsonl"
-    cfg = RolloutConfig(out_file=str(out), n_problems=3, samples_per_problem=2, rollouts_per_step=2,
-                        problems_per_batch=2)
+    cfg = RolloutConfig(
+        out_file=str(out), n_problems=3, samples_per_problem=2, rollouts_per_step=2, problems_per_batch=2
+    )
     generate_labels(gen, cfg, log=_quiet)
     first = read_labels(out)
     assert len(first) == 3 * 2
@@ -129,11 +130,22 @@ def test_verifier_trains_from_labels_and_loads(tmp_path, tiny_policy_file):
     with labels.open("w") as f:
         for p in problems:
             steps = p.solution.split("\n")
-            sample = {"question": p.question, "prompt": p.prompt, "solution": p.solution,
-                      "steps": steps, "step_labels": [1.0] * len(steps), "outcome": 1.0}
+            sample = {
+                "question": p.question,
+                "prompt": p.prompt,
+                "solution": p.solution,
+                "steps": steps,
+                "step_labels": [1.0] * len(steps),
+                "outcome": 1.0,
+            }
             f.write(json.dumps({"question": p.question, "samples": [sample]}) + "\n")
-    cfg = VerifierTrainConfig(labels=str(labels), init_from=str(tiny_policy_file), out_dir=str(tmp_path / "v"),
-                              epochs=2, batch_size=4)
+    cfg = VerifierTrainConfig(
+        labels=str(labels),
+        init_from=str(tiny_policy_file),
+        out_dir=str(tmp_path / "v"),
+        epochs=2,
+        batch_size=4,
+    )
     path = train_verifier(cfg, log=_quiet)
     verifier = EmbeddedVerifier.load(path)
     scores = verifier.score([problems[0].prompt], [problems[0].solution])
@@ -158,8 +170,14 @@ def test_auroc():
 
 
 def test_policy_training_stops_early_once_the_dev_target_is_reached(tmp_path):
-    cfg = PolicyTrainConfig(out_dir=str(tmp_path), steps=10, **(TINY | {"eval_every": 2}), eval_from=0,
-                            stop_level=1, stop_accuracy=0.0)
+    cfg = PolicyTrainConfig(
+        out_dir=str(tmp_path),
+        steps=10,
+        **(TINY | {"eval_every": 2}),
+        eval_from=0,
+        stop_level=1,
+        stop_accuracy=0.0,
+    )
     meta = load_model(train_policy(cfg, log=_quiet))[1]
     assert meta["stopped_early"] is True and meta["final_step"] == 2
     assert [h["step"] for h in meta["history"]] == [2]

@@ -27,4 +27,9 @@ def score_candidates(
     scores = verifier.score([prompt] * len(candidates), [c.text for c in candidates])
     compute.add_verification(verifier, sum(s.tokens for s in scores))
     for cand, s in zip(candidates, scores):
-        cand.score = s.outcome if aggregation == "orm" else s.aggregate(aggregation)  # type: ignore[arg-type]
+        if aggregation == "orm":
+            if s.outcome is None:
+                raise ConfigError("aggregation 'orm' needs a verifier with an outcome head")
+            cand.score = s.outcome
+        else:
+            cand.score = s.aggregate(aggregation)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import re
 from ponder.tasks.arithmetic import ANSWER_PREFIX, STEP_DELIMITER, Problem, decode_number
 
 _DIGITS = re.compile(r"\d{1,18}")
-_EQUATION = re.compile(r"^(\d+)([+-])(\d+)=(\d+)$")
+_EQUATION = re.compile(r"^(\d{1,18})([+-])(\d{1,18})=(\d{1,18})$")
 
 
 def split_steps(solution: str) -> list[str]:

@@ -210,9 +210,10 @@ def parse_question(question: str) -> Problem:
     text = question.strip()
     if text.startswith(QUESTION_PREFIX):
         text = text[len(QUESTION_PREFIX) :].strip()
-    if not re.fullmatch(r"\d+([+-]\d+)+", text):
+    if not re.fullmatch(r"\d{1,9}([+-]\d{1,9})+", text):
         raise ConfigError(
-            f"question {question!r} is not a chain of integer additions and subtractions such as '12+5-3'"
+            f"question {question!r} is not a chain of integer additions and subtractions "
+            "such as '12+5-3' (numbers of at most 9 digits)"
         )
     tokens = re.findall(r"[+-]?\d+", text)
     value = int(tokens[0])
@@ -227,10 +228,11 @@ def parse_question(question: str) -> Problem:
         steps.append(Step(value, op, rhs, result))
         value = result
     max_seen = max([s.lhs for s in steps] + [s.rhs for s in steps] + [s.result for s in steps])
-    width = max(2, len(str(max_seen)))
     level = next(
         (lv for lv, sp in sorted(LEVELS.items()) if sp.n_ops >= len(steps) and sp.max_value > max_seen),
         max(LEVELS),
     )
+    # The level's own width (what the policy was trained on), wider only if a number needs it.
+    width = max(number_width(LEVELS[level].max_value), len(str(max_seen)))
     canonical = str(steps[0].lhs) + "".join(f"{s.op}{s.rhs}" for s in steps)
     return Problem(question=canonical, answer=value, level=level, steps=tuple(steps), width=width)

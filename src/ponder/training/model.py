@@ -21,7 +21,7 @@ from ponder.errors import ConfigError, WeightsError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = 98
+    vocab_size: int = 99  # CharTokenizer().vocab_size: 3 specials + newline + 95 printable ASCII
     d_model: int = 192
     n_layer: int = 6
     n_head: int = 6
@@ -119,6 +119,10 @@ class Attention(nn.Module):
             cache.v[layer, :, :, start : start + t] = v
             keys = cache.k[layer, :, :, : start + t]
             values = cache.v[layer, :, :, : start + t]
+            if mask is None and t > 1:
+                # Causal over the new tokens, all cached keys visible (is_causal would align the
+                # triangle to the top-left, ignoring the cache).
+                mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(diagonal=start)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
