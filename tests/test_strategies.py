@@ -7,7 +7,7 @@ import pytest
 
 from ponder.backends.base import Completion, Generator, SamplingParams
 from ponder.errors import ConfigError
-from ponder.strategies import STRATEGIES, Compute, StrategyResult, make_strategy
+from ponder.strategies import STRATEGIES, Budget, Compute, StrategyResult, make_strategy
 from ponder.strategies.registry import NEEDS_VERIFIER
 from ponder.tasks import encode_number, parse_question
 from ponder.verifiers.base import Verifier, VerifierScore
@@ -80,7 +80,8 @@ def test_stubs_implement_the_protocols():
 
 def test_registry_makes_every_strategy():
     assert set(STRATEGIES) >= {"greedy", "majority", "best_of_n", "weighted_best_of_n"}
-    assert NEEDS_VERIFIER == {"best_of_n", "weighted_best_of_n"}
+    assert NEEDS_VERIFIER >= {"best_of_n", "weighted_best_of_n"}
+    assert not NEEDS_VERIFIER & {"greedy", "majority"}
     for name in STRATEGIES:
         assert make_strategy(name).name == name
     assert make_strategy("weighted_best_of_n").weighted is True
@@ -110,14 +111,17 @@ def test_bad_strategy_parameters_are_refused(name, params):
 @pytest.mark.parametrize("name", ["best_of_n", "weighted_best_of_n"])
 def test_verifier_strategies_need_a_verifier(name):
     with pytest.raises(ConfigError, match="needs a verifier"):
-        make_strategy(name).run(PROMPT, StubGenerator([answer_text(1)]), None, 4, 0)
+        make_strategy(name).run(PROMPT, StubGenerator([answer_text(1)]), None, Budget(samples=4), 0)
 
 
 @pytest.mark.parametrize("name", ["majority", "best_of_n", "weighted_best_of_n"])
-@pytest.mark.parametrize("samples", [0, -1])
-def test_a_budget_without_samples_is_refused(name, samples):
-    with pytest.raises(ConfigError, match="at least 1"):
-        make_strategy(name).run(PROMPT, StubGenerator([answer_text(1)]), StubVerifier({}), samples, 0)
+def test_a_budget_without_samples_is_refused(name):
+    with pytest.raises(ConfigError, match="at least 1 sample"):
+        make_strategy(name).run(
+            PROMPT, StubGenerator([answer_text(1)]), StubVerifier({}), Budget(samples=0), 0
+        )
+    with pytest.raises(ConfigError, match="samples must be >= 0"):
+        Budget(samples=-1)
 
 
 # --- on tiny random models ----------------------------------------------------------------------
@@ -127,7 +131,9 @@ def test_a_budget_without_samples_is_refused(name, samples):
 def test_compute_accounting_on_embedded_models(generator, verifier, name):
     budget = 6
     uses_verifier = name in NEEDS_VERIFIER
-    result = make_strategy(name).run(PROMPT, generator, verifier if uses_verifier else None, budget, 3)
+    result = make_strategy(name).run(
+        PROMPT, generator, verifier if uses_verifier else None, Budget(samples=budget), 3
+    )
     assert isinstance(result, StrategyResult)
     c = result.compute
     expected_samples = 1 if name == "greedy" else budget
@@ -155,14 +161,14 @@ def test_compute_accounting_on_embedded_models(generator, verifier, name):
 def test_strategies_are_deterministic_for_a_seed(generator, verifier):
     for name in ("majority", "best_of_n"):
         strategy = make_strategy(name)
-        a = strategy.run(PROMPT, generator, verifier, 5, 11)
-        b = strategy.run(PROMPT, generator, verifier, 5, 11)
+        a = strategy.run(PROMPT, generator, verifier, Budget(samples=5), 11)
+        b = strategy.run(PROMPT, generator, verifier, Budget(samples=5), 11)
         assert [c.text for c in a.candidates] == [c.text for c in b.candidates]
         assert a.answer == b.answer
 
 
 def test_greedy_is_one_temperature_zero_sample_whatever_the_budget(generator):
-    result = make_strategy("greedy").run(PROMPT, generator, None, 16, 0)
+    result = make_strategy("greedy").run(PROMPT, generator, None, Budget(samples=16), 0)
     expected = generator.generate([PROMPT], SamplingParams(n=1, temperature=0.0))[0][0].text
     assert [c.text for c in result.candidates] == [expected]
 
@@ -172,8 +178,8 @@ def test_greedy_is_one_temperature_zero_sample_whatever_the_budget(generator):
 
 def test_sampling_strategies_ask_for_the_budget_at_their_temperature():
     stub = StubGenerator([answer_text(5)])
-    make_strategy("majority", temperature=0.6).run(PROMPT, stub, None, 7, 42)
-    make_strategy("greedy").run(PROMPT, stub, None, 7, 42)
+    make_strategy("majority", temperature=0.6).run(PROMPT, stub, None, Budget(samples=7), 42)
+    make_strategy("greedy").run(PROMPT, stub, None, Budget(samples=7), 42)
     (prompts, params), (_, greedy_params) = stub.calls
     assert prompts == [PROMPT]
     assert (params.n, params.temperature, params.seed) == (7, 0.6, 42)
@@ -183,7 +189,7 @@ def test_sampling_strategies_ask_for_the_budget_at_their_temperature():
 def test_majority_picks_the_most_common_answer():
     texts = [answer_text(12), answer_text(30), answer_text(30), "no answer", answer_text(12), answer_text(30)]
     stub = StubGenerator(texts)
-    result = make_strategy("majority").run(PROMPT, stub, None, len(texts), 0)
+    result = make_strategy("majority").run(PROMPT, stub, None, Budget(samples=len(texts)), 0)
     assert result.answer == 30
     assert [c.answer for c in result.candidates] == [12, 30, 30, None, 12, 30]
     assert result.compute.samples == 6
@@ -194,18 +200,21 @@ def test_majority_picks_the_most_common_answer():
 
 def test_majority_ignores_missing_answers_and_breaks_ties_by_first_seen():
     many_missing = ["junk", "junk", "junk", answer_text(7)]
-    assert make_strategy("majority").run(PROMPT, StubGenerator(many_missing), None, 4, 0).answer == 7
-    none = make_strategy("majority").run(PROMPT, StubGenerator(["junk"]), None, 3, 0)
+    assert (
+        make_strategy("majority").run(PROMPT, StubGenerator(many_missing), None, Budget(samples=4), 0).answer
+        == 7
+    )
+    none = make_strategy("majority").run(PROMPT, StubGenerator(["junk"]), None, Budget(samples=3), 0)
     assert none.answer is None
     tie = [answer_text(44), answer_text(11), answer_text(11), answer_text(44)]
-    assert make_strategy("majority").run(PROMPT, StubGenerator(tie), None, 4, 0).answer == 44
+    assert make_strategy("majority").run(PROMPT, StubGenerator(tie), None, Budget(samples=4), 0).answer == 44
 
 
 def test_best_of_n_picks_the_highest_scoring_sample():
     texts = [answer_text(12), answer_text(30), answer_text(30), answer_text(55)]
     scores = {texts[0]: 0.3, texts[1]: 0.2, texts[3]: 0.8}
     stub_v = StubVerifier(scores)
-    result = make_strategy("best_of_n").run(PROMPT, StubGenerator(texts), stub_v, 4, 0)
+    result = make_strategy("best_of_n").run(PROMPT, StubGenerator(texts), stub_v, Budget(samples=4), 0)
     assert result.answer == 55  # majority would say 30
     assert [c.score for c in result.candidates] == [0.3, 0.2, 0.2, 0.8]
     assert stub_v.calls == 1  # all candidates scored in one call
@@ -216,7 +225,7 @@ def test_best_of_n_picks_the_highest_scoring_sample():
 def test_best_of_n_never_picks_a_sample_without_an_answer():
     texts = ["84+72=57\n57-31=26\n", answer_text(30)]
     result = make_strategy("best_of_n").run(
-        PROMPT, StubGenerator(texts), StubVerifier({texts[0]: 0.99, texts[1]: 0.01}), 2, 0
+        PROMPT, StubGenerator(texts), StubVerifier({texts[0]: 0.99, texts[1]: 0.01}), Budget(samples=2), 0
     )
     assert result.answer == 30
 
@@ -239,7 +248,7 @@ def test_best_of_n_aggregation_decides_the_score(aggregation, answer):
 
     stub_v = WeakFirstStep({a: 0.7, b: 0.6}, outcomes={a: 0.1, b: 0.9})
     result = make_strategy("best_of_n", aggregation=aggregation).run(
-        PROMPT, StubGenerator([a, b]), stub_v, 2, 0
+        PROMPT, StubGenerator([a, b]), stub_v, Budget(samples=2), 0
     )
     assert result.answer == answer
 
@@ -254,25 +263,29 @@ def test_weighted_best_of_n_sums_scores_per_answer():
         answer_text(30, ""),
     ]
     scores = {texts[0]: 0.9, texts[1]: 0.4, texts[2]: 0.35, texts[3]: 0.3}
-    plain = make_strategy("best_of_n").run(PROMPT, StubGenerator(texts), StubVerifier(scores), 4, 0)
+    plain = make_strategy("best_of_n").run(
+        PROMPT, StubGenerator(texts), StubVerifier(scores), Budget(samples=4), 0
+    )
     weighted = make_strategy("weighted_best_of_n").run(
-        PROMPT, StubGenerator(texts), StubVerifier(scores), 4, 0
+        PROMPT, StubGenerator(texts), StubVerifier(scores), Budget(samples=4), 0
     )
     assert plain.answer == 55
     assert weighted.answer == 30  # 0.4 + 0.35 + 0.3 = 1.05 > 0.9
     # And the weights matter: it is not a plain vote.
     scores_low = {texts[0]: 0.9, texts[1]: 0.2, texts[2]: 0.2, texts[3]: 0.2}
     weighted_low = make_strategy("weighted_best_of_n").run(
-        PROMPT, StubGenerator(texts), StubVerifier(scores_low), 4, 0
+        PROMPT, StubGenerator(texts), StubVerifier(scores_low), Budget(samples=4), 0
     )
     assert weighted_low.answer == 55  # 0.6 < 0.9
-    assert make_strategy("majority").run(PROMPT, StubGenerator(texts), None, 4, 0).answer == 30
+    assert (
+        make_strategy("majority").run(PROMPT, StubGenerator(texts), None, Budget(samples=4), 0).answer == 30
+    )
 
 
 def test_weighted_best_of_n_without_any_answer_gives_none():
     texts = ["junk", "more junk"]
     result = make_strategy("weighted_best_of_n").run(
-        PROMPT, StubGenerator(texts), StubVerifier(dict.fromkeys(texts, 0.5)), 2, 0
+        PROMPT, StubGenerator(texts), StubVerifier(dict.fromkeys(texts, 0.5)), Budget(samples=2), 0
     )
     assert result.answer is None
 

@@ -12,4 +12,13 @@ def solve(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see p
     return _solve(*args, **kwargs)
 
 
-__all__ = ["PonderError", "solve", "__version__"]
+def __getattr__(name: str) -> object:
+    # Budget is re-exported lazily too, so ``import ponder`` stays light.
+    if name == "Budget":
+        from ponder.strategies.budget import Budget
+
+        return Budget
+    raise AttributeError(f"module 'ponder' has no attribute {name!r}")
+
+
+__all__ = ["Budget", "PonderError", "solve", "__version__"]

@@ -149,31 +149,58 @@ def demo(
 def solve(
     question: Annotated[str, typer.Argument(help="a chain such as 48+27-13")],
     strategy: Annotated[
-        str, typer.Option(help="greedy, majority, best_of_n, weighted_best_of_n")
+        str,
+        typer.Option(
+            help="greedy, majority, best_of_n, weighted_best_of_n, beam_search, lookahead, dvts, "
+            "adaptive_majority"
+        ),
     ] = "majority",
-    samples: Annotated[int, typer.Option(help="samples the strategy may draw")] = 16,
+    samples: Annotated[
+        int | None,
+        typer.Option(help="samples the strategy may draw (N); 16 when no budget option is given"),
+    ] = None,
+    tokens: Annotated[
+        int | None, typer.Option(help="policy prompt + generated tokens + verifier tokens it may spend")
+    ] = None,
+    flops: Annotated[
+        float | None, typer.Option(help="FLOPs it may spend, policy and verifier together (e.g. 2e9)")
+    ] = None,
     seed: int = 0,
-    trace: Annotated[bool, typer.Option(help="print every candidate and its score")] = False,
+    trace: Annotated[
+        bool, typer.Option(help="print every candidate and its score, and the search trace")
+    ] = False,
 ) -> None:
-    """Answer one question with the embedded models and a strategy."""
+    """Answer one question with the embedded models and a strategy, within a compute budget."""
+    from ponder.api import DEFAULT_SAMPLES
     from ponder.api import solve as solve_question
+    from ponder.strategies.budget import Budget
     from ponder.tasks.arithmetic import to_display
 
-    result = solve_question(question, strategy=strategy, samples=samples, seed=seed)
+    if samples is None and tokens is None and flops is None:
+        samples = DEFAULT_SAMPLES
+    budget = Budget(samples=samples, tokens=tokens, flops=flops)
+    result = solve_question(question, strategy=strategy, budget=budget, seed=seed)
     if trace:
         table = Table(title="candidates (ordinary digit order)")
         for col in ("#", "solution", "answer", "score"):
             table.add_column(col)
-        for i, c in enumerate(result.candidates):
+        complete = [c for c in result.candidates if not c.partial]
+        for i, c in enumerate(complete):
             score = "" if c.score is None else f"{c.score:.3f}"
             table.add_row(str(i), to_display(c.text).replace("\n", " | "), str(c.answer), score)
         console.print(table)
+        pruned = len(result.candidates) - len(complete)
+        if pruned:
+            console.print(f"(and {pruned} partial paths the search pruned or left open)")
+        for line in result.trace:
+            console.print(line, markup=False, highlight=False)
     cmp = result.compute
     console.print(f"answer: [bold]{result.answer}[/bold]")
     console.print(
         f"compute: {cmp.samples} samples, {cmp.policy_tokens} policy tokens, {cmp.verifier_tokens} verifier "
         f"tokens, {cmp.total_flops / 1e9:.3f} GFLOPs"
     )
+    console.print(f"budget: {budget.describe()}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ponder.backends.embedded import EmbeddedGenerator
 from ponder.strategies.base import Compute
+from ponder.strategies.budget import Budget
 from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
 from ponder.tasks.arithmetic import LEVELS, make_split
 from ponder.verifiers.embedded import EmbeddedVerifier
@@ -20,6 +21,7 @@ DEMO_STRATEGIES = ("greedy", "majority", "best_of_n", "weighted_best_of_n")
 def run_demo(n_per_level: int = 6, samples: int = 16, seed: int = 0, console: Console | None = None) -> dict:
     """Run each demo strategy on ``n_per_level`` test problems of every level; return the figures."""
     console = console or Console()
+    budget = Budget(samples=samples)  # refuse a bad budget before loading the models
     generator = EmbeddedGenerator.load()
     verifier = EmbeddedVerifier.load()
     problems = make_split("test", n_per_level=n_per_level, seed=seed)
@@ -38,7 +40,7 @@ def run_demo(n_per_level: int = 6, samples: int = 16, seed: int = 0, console: Co
         start = time.perf_counter()
         for i, problem in enumerate(problems):
             result = strategy.run(
-                problem.prompt, generator, verifier if name in NEEDS_VERIFIER else None, samples, seed + i
+                problem.prompt, generator, verifier if name in NEEDS_VERIFIER else None, budget, seed + i
             )
             correct[problem.level].append(result.answer == problem.answer)
             total.merge(result.compute)
@@ -52,12 +54,15 @@ def run_demo(n_per_level: int = 6, samples: int = 16, seed: int = 0, console: Co
             "seconds": time.perf_counter() - start,
         }
 
-    table = Table(title=f"accuracy on the test split ({n_per_level} problems per level, seed {seed})")
-    table.add_column("strategy")
+    table = Table(
+        title=f"accuracy on the test split ({n_per_level} problems per level, seed {seed}); "
+        "compute per problem"
+    )
+    table.add_column("strategy", no_wrap=True)
     for lv in sorted(LEVELS):
-        table.add_column(f"L{lv}", justify="right")
-    for col in ("all", "tokens/problem", "GFLOPs/problem", "wall s"):
-        table.add_column(col, justify="right")
+        table.add_column(f"L{lv}", justify="right", no_wrap=True)
+    for col in ("all", "tokens", "GFLOPs", "wall s"):
+        table.add_column(col, justify="right", no_wrap=True)
     for name, f in figures.items():
         table.add_row(
             name,

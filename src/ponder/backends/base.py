@@ -55,7 +55,13 @@ class SamplingParams:
 
 @runtime_checkable
 class Generator(Protocol):
-    """Batched sampling of ``n`` continuations for each of many prompts."""
+    """Batched sampling of ``n`` continuations for each of many prompts.
+
+    Optional, used by budgeted strategies when present (see :mod:`ponder.strategies.budget`):
+    ``count_prompt_tokens(prompt) -> int``, the tokens ``generate`` runs a prompt through (its
+    special tokens included; without it one token per UTF-8 byte plus one is assumed), and
+    ``context_length``, the most tokens a prompt and its continuation may hold.
+    """
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         """One list of ``params.n`` completions per prompt, in prompt order."""

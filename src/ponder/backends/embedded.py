@@ -77,6 +77,10 @@ class EmbeddedGenerator:
     def context_length(self) -> int:
         return self.model.config.max_seq_len
 
+    def count_prompt_tokens(self, prompt: str) -> int:
+        """Tokens :meth:`generate` runs ``prompt`` through (``<bos>`` included), for budgets."""
+        return len(self.tokenizer.encode(prompt, bos=True))
+
     def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
         if not prompts:
             raise ConfigError("no prompts given")

@@ -1,28 +1,110 @@
-"""Strategies by name. A new strategy is one module plus one entry here."""
+"""Strategies by name. A new strategy is one module plus one entry here.
+
+A strategy's parameters are its dataclass fields (``name`` aside); :func:`make_strategy` refuses
+unknown names and values of the wrong type with a ConfigError naming the parameter.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union, get_args, get_origin
 
 from ponder.errors import ConfigError
+from ponder.strategies.adaptive_majority import AdaptiveMajority
 from ponder.strategies.base import Strategy
+from ponder.strategies.beam_search import BeamSearch
 from ponder.strategies.best_of_n import BestOfN
+from ponder.strategies.dvts import DVTS
 from ponder.strategies.greedy import Greedy
+from ponder.strategies.lookahead import Lookahead
 from ponder.strategies.majority import MajorityVote
 
-STRATEGIES: dict[str, Callable[..., Strategy]] = {
-    "greedy": Greedy,
-    "majority": MajorityVote,
-    "best_of_n": BestOfN,
-    "weighted_best_of_n": lambda **kw: BestOfN(weighted=True, name="weighted_best_of_n", **kw),
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy: its dataclass, the parameters the entry pins, whether it needs a verifier."""
+
+    cls: type
+    needs_verifier: bool = False
+    fixed: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    def parameters(self) -> dict[str, Any]:
+        """Parameter name -> type hint, for the parameters a caller may set."""
+        hints = typing.get_type_hints(self.cls)
+        return {
+            f.name: hints[f.name]
+            for f in dataclasses.fields(self.cls)
+            if f.name != "name" and f.name not in self.fixed
+        }
+
+
+STRATEGIES: dict[str, StrategySpec] = {
+    "greedy": StrategySpec(Greedy, summary="one temperature-0 sample"),
+    "majority": StrategySpec(MajorityVote, summary="most common answer of the samples"),
+    "best_of_n": StrategySpec(BestOfN, needs_verifier=True, summary="highest verifier score"),
+    "weighted_best_of_n": StrategySpec(
+        BestOfN,
+        needs_verifier=True,
+        fixed={"weighted": True, "name": "weighted_best_of_n"},
+        summary="verifier scores summed per answer",
+    ),
+    "beam_search": StrategySpec(BeamSearch, needs_verifier=True, summary="PRM beam search over steps"),
+    "lookahead": StrategySpec(
+        Lookahead, needs_verifier=True, summary="beam search scored by greedy rollouts"
+    ),
+    "dvts": StrategySpec(DVTS, needs_verifier=True, summary="diverse verifier tree search"),
+    "adaptive_majority": StrategySpec(AdaptiveMajority, summary="majority vote that stops once settled"),
 }
-NEEDS_VERIFIER = {"best_of_n", "weighted_best_of_n"}
+NEEDS_VERIFIER = {name for name, spec in STRATEGIES.items() if spec.needs_verifier}
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return value in get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # an int is a fine float
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 def make_strategy(name: str, **params: object) -> Strategy:
+    """The strategy registered as ``name``, with ``params`` set (checked against its fields)."""
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}: choose one of {sorted(STRATEGIES)}")
-    try:
-        return STRATEGIES[name](**params)
-    except TypeError as exc:
-        raise ConfigError(f"bad parameter for strategy {name!r}: {exc}") from exc
+    spec = STRATEGIES[name]
+    allowed = spec.parameters()
+    for key, value in params.items():
+        if key in spec.fixed:
+            raise ConfigError(f"bad parameter for strategy {name!r}: {key!r} is fixed to {spec.fixed[key]!r}")
+        if key not in allowed:
+            raise ConfigError(
+                f"bad parameter for strategy {name!r}: unknown parameter {key!r} "
+                f"(it takes {', '.join(allowed) or 'none'})"
+            )
+        if not _conforms(value, allowed[key]):
+            raise ConfigError(
+                f"bad parameter for strategy {name!r}: {key!r} must be {_type_name(allowed[key])}, "
+                f"got {value!r}"
+            )
+    kwargs = {k: float(v) if allowed[k] is float else v for k, v in params.items()}
+    return spec.cls(**kwargs, **spec.fixed)

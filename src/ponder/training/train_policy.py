@@ -44,7 +44,7 @@ class PolicyTrainConfig:
     # leave test-time compute nothing to do. Stopping once the easiest level is reliable keeps the
     # long chains hard. None trains all ``steps``.
     stop_level: int = 1
-    stop_accuracy: float | None = 0.9
+    stop_accuracy: float | None = 0.95
     ckpt_every: int = 100
     eval_per_level: int = 60
     threads: int = 0  # 0: torch's default
@@ -104,6 +104,13 @@ def make_optimizer(model: TinyTransformer, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
 
 
+def _target_met(history: list[dict], cfg: PolicyTrainConfig) -> bool:
+    if cfg.stop_accuracy is None or not history:
+        return False
+    acc = history[-1]["dev_greedy"]
+    return acc.get(cfg.stop_level, acc.get(str(cfg.stop_level), 0.0)) >= cfg.stop_accuracy
+
+
 def train_policy(
     cfg: PolicyTrainConfig, resume: bool = True, log=print, max_steps_this_run: int | None = None
 ) -> Path | None:
@@ -124,7 +131,11 @@ def train_policy(
     step, elapsed, history, stopped_early = 0, 0.0, [], False
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        if state["config"] != asdict(cfg) | {"out_dir": state["config"]["out_dir"]}:
+        # Where the run lives and when it stops may change between runs; what it learns may not.
+        free = {"out_dir", "stop_level", "stop_accuracy", "eval_every", "eval_from", "eval_per_level"}
+        if {k: v for k, v in state["config"].items() if k not in free} != {
+            k: v for k, v in asdict(cfg).items() if k not in free
+        }:
             raise ConfigError(
                 f"checkpoint {ckpt_path} was written with a different training config; "
                 "use another --out-dir or --no-resume"
@@ -132,7 +143,8 @@ def train_policy(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
-        stopped_early = state.get("stopped_early", False)
+        # A stricter stop rule than the one that stopped the run lets it train on.
+        stopped_early = state.get("stopped_early", False) and _target_met(state["history"], cfg)
         log(f"resuming from step {step} ({elapsed / 60:.1f} min done)")
     log(f"policy: {model.num_params():,} parameters, {cfg.steps} steps of {cfg.batch_size}")
     dev = make_split("dev", n_per_level=cfg.eval_per_level, seed=cfg.seed)

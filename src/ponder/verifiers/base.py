@@ -45,7 +45,12 @@ def aggregate_steps(scores: list[float], how: str = "last") -> float:
 
 @runtime_checkable
 class Verifier(Protocol):
-    """Scores solutions (full or partial) to prompts."""
+    """Scores solutions (full or partial) to prompts.
+
+    Optional, used by budgeted strategies when present (see :mod:`ponder.strategies.budget`):
+    ``count_tokens(prompt, solution) -> int``, the tokens ``score`` runs one pair through (without
+    it one token per UTF-8 byte plus one is assumed), and ``context_length``.
+    """
 
     def score(self, prompts: list[str], solutions: list[str]) -> list[VerifierScore]:
         """One score per (prompt, solution) pair."""

@@ -59,6 +59,14 @@ class EmbeddedVerifier:
     def num_params(self) -> int:
         return self.model.num_params()
 
+    @property
+    def context_length(self) -> int:
+        return self.model.config.max_seq_len
+
+    def count_tokens(self, prompt: str, solution: str) -> int:
+        """Tokens :meth:`score` runs one (prompt, solution) pair through, for budgets."""
+        return len(encode_for_scoring(self.tokenizer, prompt, solution)[0])
+
     @torch.inference_mode()
     def score(self, prompts: list[str], solutions: list[str]) -> list[VerifierScore]:
         if len(prompts) != len(solutions):
