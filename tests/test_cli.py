@@ -13,7 +13,7 @@ runner = CliRunner()
 
 
 def run(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
+    return runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "200"})
 
 
 def test_solve_prints_answer_and_compute():
@@ -86,7 +86,7 @@ def test_demo_reports_accuracy_and_compute_per_strategy():
     assert result.exit_code == 0, result.output
     for name in ("greedy", "majority", "best_of_n", "weighted_best_of_n"):
         assert name in result.output
-    assert "GFLOPs" in result.output and "tokens" in result.output
+    assert "GFLOPs" in result.output and "tokens" in result.output and "compute per problem" in result.output
 
 
 def test_missing_weights_are_a_clear_error(tmp_path):

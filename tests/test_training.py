@@ -181,3 +181,11 @@ def test_policy_training_stops_early_once_the_dev_target_is_reached(tmp_path):
     meta = load_model(train_policy(cfg, log=_quiet))[1]
     assert meta["stopped_early"] is True and meta["final_step"] == 2
     assert [h["step"] for h in meta["history"]] == [2]
+
+
+def test_a_stricter_stop_rule_lets_a_stopped_run_train_on(tmp_path):
+    base = dict(out_dir=str(tmp_path), steps=6, **(TINY | {"eval_every": 2}), eval_from=0, stop_level=1)
+    first = load_model(train_policy(PolicyTrainConfig(**base, stop_accuracy=0.0), log=_quiet))[1]
+    assert first["final_step"] == 2
+    second = load_model(train_policy(PolicyTrainConfig(**base, stop_accuracy=None), log=_quiet))[1]
+    assert second["final_step"] == 6 and second["stopped_early"] is False

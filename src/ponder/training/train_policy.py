@@ -44,7 +44,7 @@ class PolicyTrainConfig:
     # leave test-time compute nothing to do. Stopping once the easiest level is reliable keeps the
     # long chains hard. None trains all ``steps``.
     stop_level: int = 1
-    stop_accuracy: float | None = 0.95
+    stop_accuracy: float | None = 0.9
     ckpt_every: int = 100
     eval_per_level: int = 60
     threads: int = 0  # 0: torch's default
