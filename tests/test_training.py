@@ -14,8 +14,15 @@ from ponder.tasks import check_steps, make_split
 from ponder.training.card import auroc
 from ponder.training.model import ModelConfig, TinyTransformer, load_model, save_model
 from ponder.training.prm_data import RolloutConfig, generate_labels, label_problems, read_labels
+from ponder.training.tokenizer import CharTokenizer
 from ponder.training.train_policy import PolicyTrainConfig, train_policy
-from ponder.training.train_verifier import VerifierTrainConfig, train_verifier
+from ponder.training.train_verifier import (
+    VerifierTrainConfig,
+    encode_records,
+    init_from_policy,
+    train_verifier,
+    verifier_loss,
+)
 from ponder.verifiers.embedded import EmbeddedVerifier
 
 TINY = dict(d_model=32, n_layer=2, n_head=2, batch_size=8, eval_every=10_000, eval_per_level=1, ckpt_every=3)
@@ -151,6 +158,35 @@ def test_verifier_trains_from_labels_and_loads(tmp_path, tiny_policy_file):
     scores = verifier.score([problems[0].prompt], [problems[0].solution])
     assert len(scores[0].step_scores) == len(problems[0].solution.split("\n"))
     assert all(0.0 <= s <= 1.0 for s in scores[0].step_scores)
+
+
+def test_verifier_trains_on_outcome_only_samples_beside_step_labelled_ones(tmp_path, tiny_policy_file):
+    labels = tmp_path / "labels.jsonl"
+    problems = make_split("train", levels=[1], n_per_level=6)
+    with labels.open("w") as f:
+        for i, p in enumerate(problems):
+            steps = p.solution.split("\n")
+            sample = {
+                "question": p.question,
+                "prompt": p.prompt,
+                "solution": p.solution,
+                "steps": steps,
+                "step_labels": None if i % 2 else [1.0] * len(steps),
+                "outcome": float(i % 3 == 0),
+            }
+            f.write(json.dumps({"question": p.question, "samples": [sample]}) + "\n")
+    records = encode_records(read_labels(labels), CharTokenizer())
+    assert len(records) == 6 and sum(1 for r in records if not r.ends) == 3
+    loss = verifier_loss(init_from_policy(tiny_policy_file), records[1:2], CharTokenizer().pad_id)
+    assert torch.isfinite(loss) and loss > 0  # an outcome-only batch trains the ORM head alone
+    cfg = VerifierTrainConfig(
+        labels=str(labels),
+        init_from=str(tiny_policy_file),
+        out_dir=str(tmp_path / "v"),
+        epochs=1,
+        batch_size=2,
+    )
+    assert EmbeddedVerifier.load(train_verifier(cfg, log=_quiet)).score([problems[0].prompt], ["01"])
 
 
 def test_verifier_training_without_labels_is_a_clear_error(tmp_path, tiny_policy_file):

@@ -51,6 +51,9 @@ def encode_records(records: list[dict], tok: CharTokenizer) -> list[EncodedRecor
     out = []
     for r in records:
         ids, ends = encode_for_scoring(tok, r["prompt"], r["solution"])
+        if r.get("step_labels") is None:  # an outcome-only sample: trains the ORM head alone
+            out.append(EncodedRecord(ids, [], [], float(r["outcome"])))
+            continue
         if len(ends) != len(r["step_labels"]) or not ends:
             continue  # a sample with no steps teaches nothing about steps
         out.append(EncodedRecord(ids, ends, [float(x) for x in r["step_labels"]], float(r["outcome"])))
@@ -63,10 +66,14 @@ def verifier_loss(model: TinyTransformer, batch: list[EncodedRecord], pad_id: in
     for i, r in enumerate(batch):
         x[i, : len(r.ids)] = torch.tensor(r.ids)
     logits = model(x)
-    rows = torch.tensor([i for i, r in enumerate(batch) for _ in r.ends])
-    cols = torch.tensor([e for r in batch for e in r.ends])
-    step_targets = torch.tensor([v for r in batch for v in r.step_labels])
-    prm = F.binary_cross_entropy_with_logits(logits[rows, cols, 0], step_targets)
+    rows = torch.tensor([i for i, r in enumerate(batch) for _ in r.ends], dtype=torch.long)
+    cols = torch.tensor([e for r in batch for e in r.ends], dtype=torch.long)
+    step_targets = torch.tensor([v for r in batch for v in r.step_labels], dtype=torch.float32)
+    prm = (
+        F.binary_cross_entropy_with_logits(logits[rows, cols, 0], step_targets)
+        if len(step_targets)
+        else logits.new_zeros(())
+    )
     last = torch.tensor([len(r.ids) - 1 for r in batch])
     orm = F.binary_cross_entropy_with_logits(
         logits[torch.arange(len(batch)), last, 1], torch.tensor([r.outcome for r in batch])
