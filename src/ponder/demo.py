@@ -21,6 +21,8 @@ DEMO_STRATEGIES = ("greedy", "majority", "best_of_n", "weighted_best_of_n")
 def run_demo(n_per_level: int = 6, samples: int = 16, seed: int = 0, console: Console | None = None) -> dict:
     """Run each demo strategy on ``n_per_level`` test problems of every level; return the figures."""
     console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # a log or pipe: keep the table whole
     budget = Budget(samples=samples)  # refuse a bad budget before loading the models
     generator = EmbeddedGenerator.load()
     verifier = EmbeddedVerifier.load()
