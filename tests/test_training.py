@@ -131,21 +131,26 @@ def test_label_generation_resumes_without_duplicates(tmp_path, tiny_policy_file)
     assert out.read_text().splitlines()[:2] == lines[:2]
 
 
-def test_verifier_trains_from_labels_and_loads(tmp_path, tiny_policy_file):
-    labels = tmp_path / "labels.jsonl"
-    problems = make_split("train", levels=[1], n_per_level=8)
-    with labels.open("w") as f:
-        for p in problems:
+def _write_reference_labels(path, problems, step_labelled, outcome) -> None:
+    """A labels file of reference solutions: sample i has step labels when ``step_labelled(i)``."""
+    with path.open("w") as f:
+        for i, p in enumerate(problems):
             steps = p.solution.split("\n")
             sample = {
                 "question": p.question,
                 "prompt": p.prompt,
                 "solution": p.solution,
                 "steps": steps,
-                "step_labels": [1.0] * len(steps),
-                "outcome": 1.0,
+                "step_labels": [1.0] * len(steps) if step_labelled(i) else None,
+                "outcome": outcome(i),
             }
             f.write(json.dumps({"question": p.question, "samples": [sample]}) + "\n")
+
+
+def test_verifier_trains_from_labels_and_loads(tmp_path, tiny_policy_file):
+    labels = tmp_path / "labels.jsonl"
+    problems = make_split("train", levels=[1], n_per_level=8)
+    _write_reference_labels(labels, problems, lambda i: True, lambda i: 1.0)
     cfg = VerifierTrainConfig(
         labels=str(labels),
         init_from=str(tiny_policy_file),
@@ -163,18 +168,7 @@ def test_verifier_trains_from_labels_and_loads(tmp_path, tiny_policy_file):
 def test_verifier_trains_on_outcome_only_samples_beside_step_labelled_ones(tmp_path, tiny_policy_file):
     labels = tmp_path / "labels.jsonl"
     problems = make_split("train", levels=[1], n_per_level=6)
-    with labels.open("w") as f:
-        for i, p in enumerate(problems):
-            steps = p.solution.split("\n")
-            sample = {
-                "question": p.question,
-                "prompt": p.prompt,
-                "solution": p.solution,
-                "steps": steps,
-                "step_labels": None if i % 2 else [1.0] * len(steps),
-                "outcome": float(i % 3 == 0),
-            }
-            f.write(json.dumps({"question": p.question, "samples": [sample]}) + "\n")
+    _write_reference_labels(labels, problems, lambda i: i % 2 == 0, lambda i: float(i % 3 == 0))
     records = encode_records(read_labels(labels), CharTokenizer())
     assert len(records) == 6 and sum(1 for r in records if not r.ends) == 3
     loss = verifier_loss(init_from_policy(tiny_policy_file), records[1:2], CharTokenizer().pad_id)
