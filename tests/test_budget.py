@@ -267,7 +267,8 @@ def test_typed_parameters_are_set():
     assert STRATEGIES["dvts"].parameters()["branching"] is int
     assert "name" not in STRATEGIES["beam_search"].parameters()
     assert "weighted" not in STRATEGIES["weighted_best_of_n"].parameters()
-    assert NEEDS_VERIFIER == {"best_of_n", "weighted_best_of_n", "beam_search", "lookahead", "dvts"}
+    assert NEEDS_VERIFIER >= {"best_of_n", "weighted_best_of_n", "beam_search", "lookahead", "dvts"}
+    assert "compute_optimal" in NEEDS_VERIFIER  # its probe is scored
 
 
 # --- the API's budget options ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ponder.errors import PonderError
+from ponder.errors import ConfigError, PonderError
 
 app = typer.Typer(help="ponder: test-time compute scaling for language models.", no_args_is_help=True)
 train_app = typer.Typer(
@@ -152,7 +152,7 @@ def solve(
         str,
         typer.Option(
             help="greedy, majority, best_of_n, weighted_best_of_n, beam_search, lookahead, dvts, "
-            "adaptive_majority"
+            "adaptive_majority, mcts, revision, budget_forcing, cascade"
         ),
     ] = "majority",
     samples: Annotated[
@@ -169,8 +169,24 @@ def solve(
     trace: Annotated[
         bool, typer.Option(help="print every candidate and its score, and the search trace")
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="the policy: embedded, openai://host:port/model, openai+https://host/model, "
+            "hf:/model/dir or gguf:/model.gguf (options after ?, e.g. ?api=chat)"
+        ),
+    ] = "embedded",
+    verifier: Annotated[
+        str,
+        typer.Option(
+            help="what scores solutions (best_of_n, search): embedded, hf-prm:/dir, hf-orm:/dir, "
+            "vllm-reward://host:port/model, judge:<backend spec>, answer-check[:REF], "
+            "code-tests:/tests.py, ... (options after ?, e.g. ?batch_size=4)"
+        ),
+    ] = "embedded",
 ) -> None:
-    """Answer one question with the embedded models and a strategy, within a compute budget."""
+    """Answer one question with a policy (the embedded one by default) and a strategy, within a
+    compute budget."""
     from ponder.api import DEFAULT_SAMPLES
     from ponder.api import solve as solve_question
     from ponder.strategies.budget import Budget
@@ -179,7 +195,9 @@ def solve(
     if samples is None and tokens is None and flops is None:
         samples = DEFAULT_SAMPLES
     budget = Budget(samples=samples, tokens=tokens, flops=flops)
-    result = solve_question(question, strategy=strategy, budget=budget, seed=seed)
+    result = solve_question(
+        question, strategy=strategy, budget=budget, seed=seed, backend=backend, verifier=verifier
+    )
     if trace:
         table = Table(title="candidates (ordinary digit order)")
         for col in ("#", "solution", "answer", "score"):
@@ -201,6 +219,270 @@ def solve(
         f"tokens, {cmp.total_flops / 1e9:.3f} GFLOPs"
     )
     console.print(f"budget: {budget.describe()}")
+
+
+@app.command()
+@clean_errors
+def ttt(
+    question: Annotated[str, typer.Argument(help="a chain such as 48+27-13")],
+    select: Annotated[str, typer.Option(help="sift, nn (nearest neighbours) or none")] = "sift",
+    k: Annotated[int, typer.Option(help="most examples to select (one gradient step each)")] = 8,
+    threshold: Annotated[
+        float | None, typer.Option(help="adaptive stop: select while SIFT's posterior variance is above this")
+    ] = None,
+    lam: Annotated[float, typer.Option(help="SIFT's regularisation")] = 0.1,
+    lr: float = 1e-2,
+    mode: Annotated[str, typer.Option(help="full or lora")] = "full",
+    corpus: Annotated[
+        Path | None, typer.Option(help="JSONL of solved problems (default: the built-in train split)")
+    ] = None,
+    corpus_per_level: int = 200,
+    embedder: Annotated[str, typer.Option(help="policy (hidden states) or minilm")] = "policy",
+    strategy: str = "greedy",
+    samples: Annotated[int, typer.Option(help="samples the strategy may draw")] = 1,
+    seed: int = 0,
+    backend: Annotated[str, typer.Option(help="the policy to fine-tune (a local model)")] = "embedded",
+) -> None:
+    """Answer one question after test-time fine-tuning on selected solved problems (SIFT)."""
+    from ponder.strategies.budget import Budget
+    from ponder.tasks.arithmetic import to_display
+    from ponder.training.ttt import TTTConfig, solve_with_ttt
+
+    config = TTTConfig(select=select, k=k, threshold=threshold, lam=lam, lr=lr, mode=mode, seed=seed)  # type: ignore[arg-type]
+    out, trainer = solve_with_ttt(
+        question, strategy, Budget(samples=samples), config, corpus, corpus_per_level, backend, embedder, seed
+    )
+    sel = out.selection
+    console.print(f"selected {len(sel.indices)} of {len(trainer.corpus)} examples ({select}):")
+    for i, (index, ex) in enumerate(zip(sel.indices, out.examples)):
+        q = to_display(ex.prompt.strip())
+        console.print(f"  {i + 1}. #{index} {q}  (posterior variance after: {sel.variances[i + 1]:.3f})")
+    if sel.stopped_early:
+        console.print(f"  stopped early: posterior variance {sel.final_variance:.3f} <= {threshold}")
+    c, r = out.compute, out.result.compute
+    console.print(f"answer: [bold]{out.answer}[/bold]")
+    console.print(
+        f"fine-tuning: {c.train_steps} steps, {c.train_tokens} tokens, {c.total_flops / 1e9:.3f} GFLOPs; "
+        f"answering: {r.samples} samples, {r.total_flops / 1e9:.3f} GFLOPs"
+    )
+
+
+@app.command()
+@clean_errors
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML or JSON server config (models, limits); default: the embedded model"),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on (default 8000)")] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="PONDER_API_KEY",
+            show_envvar=True,
+            show_default=False,
+            help="require this key (Authorization: Bearer KEY); repeatable",
+        ),
+    ] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="searches running at once (default 2)")] = None,
+    max_queue: Annotated[
+        int | None, typer.Option(help="requests waiting for a worker; beyond: 429 (default 256)")
+    ] = None,
+    log_requests: Annotated[
+        bool, typer.Option("--log-requests", help="log request and response bodies (user data)")
+    ] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="one log line per request")] = False,
+    torch_threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads for embedded / local models (default: torch's)")
+    ] = None,
+) -> None:
+    """Serve an OpenAI-compatible API whose answers come from a test-time compute search."""
+    from ponder.serve.config import ServeConfig, load_config, parse_config
+
+    base = load_config(config) if config is not None else ServeConfig()
+    overrides = {
+        "host": host,
+        "port": port,
+        "max_concurrency": max_concurrency,
+        "max_queue": max_queue,
+        "api_keys": (base.api_keys + list(api_key)) if api_key else None,
+        "log_requests": True if log_requests else None,
+        "access_log": True if access_log else None,
+    }
+    merged = base.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+    settings = parse_config(merged, source="command line")
+    if torch_threads is not None:
+        if torch_threads < 1:
+            raise ConfigError(f"--torch-threads must be at least 1, got {torch_threads}")
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    from ponder.serve.app import serve as run_server
+
+    run_server(settings)
+
+
+# --- evaluation and the compute-optimal policy ------------------------------------------------------
+
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="builtin (the built-in task), or a .jsonl/.json/.parquet file or local HF datasets directory "
+        "of question/answer records",
+    ),
+]
+SplitOpt = Annotated[str | None, typer.Option(help="split: train/dev/test (builtin) or the dataset's")]
+FormatOpt = Annotated[
+    str | None, typer.Option(help="answer format: auto, arithmetic, gsm8k (#### N), math (\\boxed{}), number")
+]
+PerLevelOpt = Annotated[int | None, typer.Option(help="builtin: problems per level (default 20)")]
+LevelsOpt = Annotated[str | None, typer.Option(help="builtin: levels, e.g. 1,2,3 (default all)")]
+LimitOpt = Annotated[int | None, typer.Option(help="use only the first N records")]
+DatasetSeedOpt = Annotated[int | None, typer.Option(help="builtin: which problems are drawn (default 0)")]
+QFieldOpt = Annotated[str | None, typer.Option(help="record field holding the question")]
+AFieldOpt = Annotated[str | None, typer.Option(help="record field holding the answer")]
+TemplateOpt = Annotated[
+    str | None, typer.Option(help="prompt template for non-builtin formats, with {question}")
+]
+StrategyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--strategy",
+        help="a strategy with parameters, e.g. beam_search:beam_width=4,n=8 (repeatable)",
+    ),
+]
+BackendOpt = Annotated[str, typer.Option(help="the policy: a backend spec (see `ponder solve --help`)")]
+VerifierOpt = Annotated[str, typer.Option(help="the verifier: a verifier spec, or none")]
+
+
+def _log(message: str) -> None:
+    console.print(message, markup=False, highlight=False)
+
+
+@app.command("eval")
+@clean_errors
+def eval_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="run directory: config, results.jsonl, report, plots")],
+    dataset: DatasetOpt = None,
+    split: SplitOpt = None,
+    answer_format: FormatOpt = None,
+    n_per_level: PerLevelOpt = None,
+    levels: LevelsOpt = None,
+    limit: LimitOpt = None,
+    dataset_seed: DatasetSeedOpt = None,
+    question_field: QFieldOpt = None,
+    answer_field: AFieldOpt = None,
+    prompt_template: TemplateOpt = None,
+    strategy: StrategyOpt = None,
+    budgets: Annotated[str | None, typer.Option(help="powers of two, e.g. 1,2,4,8,16 (default)")] = None,
+    unit: Annotated[
+        str | None, typer.Option(help="what a budget counts: samples (default), tokens, flops, seconds")
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="seeds, e.g. 0,1,2 (default 0)")] = None,
+    oracle_samples: Annotated[
+        int | None, typer.Option(help="samples per problem for oracle difficulty bins (0: none)")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="policy file for compute_optimal (adds it to the strategies)")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run directory's run")] = False,
+    share_samples: Annotated[
+        bool, typer.Option(help="serve majority/best-of-N budgets from one pool of samples (same results)")
+    ] = True,
+    report: Annotated[str, typer.Option(help="report format: md, html or none")] = "md",
+    group_by: Annotated[str, typer.Option(help="report levels: auto, level or oracle_bin")] = "auto",
+    difficulty_bins: Annotated[
+        str | None,
+        typer.Option(help="report's oracle bins: quantile (default), quantile:N, thresholds:0.8,0.6,..."),
+    ] = None,
+    report_only: Annotated[bool, typer.Option(help="only (re)write the report of a run")] = False,
+    backend: BackendOpt = "embedded",
+    verifier: VerifierOpt = "embedded",
+) -> None:
+    """Evaluate strategies on a dataset over a grid of budgets and seeds (resumable), with a report."""
+    from ponder.eval.commands import dataset_options, eval_command
+
+    options = dataset_options(
+        dataset, split, answer_format, n_per_level, levels, limit, dataset_seed, question_field, answer_field,
+        prompt_template,
+    )  # fmt: skip
+    out = eval_command(
+        run_dir,
+        options=options,
+        strategies=strategy,
+        budgets=budgets,
+        unit=unit,
+        seeds=seeds,
+        oracle_samples=oracle_samples,
+        policy=policy,
+        resume=resume,
+        share_samples=share_samples,
+        report=report,
+        group_by=group_by,
+        backend=backend,
+        verifier=verifier,
+        report_only=report_only,
+        log=_log,
+        difficulty_bins=difficulty_bins,
+    )
+    console.print(f"results: {run_dir / 'results.jsonl'}" + (f"; report: {out}" if out else ""))
+
+
+@app.command("calibrate")
+@clean_errors
+def calibrate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="calibration directory (grid results, probes, policy)")],
+    out: Annotated[Path | None, typer.Option(help="policy file (default RUN_DIR/policy.json)")] = None,
+    dataset: DatasetOpt = None,
+    split: SplitOpt = None,
+    answer_format: FormatOpt = None,
+    n_per_level: PerLevelOpt = None,
+    levels: LevelsOpt = None,
+    limit: LimitOpt = None,
+    dataset_seed: DatasetSeedOpt = None,
+    question_field: QFieldOpt = None,
+    answer_field: AFieldOpt = None,
+    prompt_template: TemplateOpt = None,
+    strategy: StrategyOpt = None,
+    budgets: Annotated[str, typer.Option(help="powers of two")] = "1,2,4,8,16,32",
+    seeds: Annotated[str, typer.Option(help="seeds of the grid")] = "0",
+    bins: Annotated[int, typer.Option(help="difficulty bins")] = 5,
+    oracle_samples: Annotated[int, typer.Option(help="samples per problem for oracle pass@1")] = 32,
+    probe_samples: Annotated[int, typer.Option(help="probe samples that predict difficulty")] = 4,
+    folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
+    bins_from: Annotated[str, typer.Option(help="choose per predicted or oracle bin")] = "predicted",
+    resume: Annotated[bool, typer.Option(help="continue the calibration directory's run")] = False,
+    backend: BackendOpt = "embedded",
+    verifier: VerifierOpt = "embedded",
+) -> None:
+    """Choose, per difficulty bin and budget, the strategy that maximises accuracy on a dev split
+    (cross-validated), and save it as a policy file for the compute_optimal strategy."""
+    from ponder.eval.commands import calibrate_command, dataset_options
+
+    options = dataset_options(
+        dataset, split, answer_format, n_per_level, levels, limit, dataset_seed, question_field, answer_field,
+        prompt_template,
+    )  # fmt: skip
+    path = calibrate_command(
+        run_dir,
+        options=options,
+        strategies=strategy,
+        budgets=budgets,
+        seeds=seeds,
+        out=out,
+        bins=bins,
+        oracle_samples=oracle_samples,
+        probe_samples=probe_samples,
+        folds=folds,
+        bins_from=bins_from,
+        resume=resume,
+        backend=backend,
+        verifier=verifier,
+        log=_log,
+    )
+    console.print(f"policy: {path}")
 
 
 if __name__ == "__main__":

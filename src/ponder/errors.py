@@ -17,3 +17,7 @@ class WeightsError(PonderError):
 
 class ContextLengthError(PonderError, ValueError):
     """A prompt that does not fit in the model's context window."""
+
+
+class BackendError(PonderError):
+    """A model server or engine that failed, timed out, or answered with something unusable."""

@@ -28,6 +28,11 @@ class Compute:
     verifier_flops: float = 0.0
     samples: int = 0
     completions: int = 0
+    # Prompt tokens a generator's prefix cache supplied: not computed, so not in the counts above.
+    policy_cached_tokens: int = 0
+    # Wall time of the run until its last call ended; never part of equality (runs that did the
+    # same work are equal however long they took).
+    wall_seconds: float = field(default=0.0, compare=False)
 
     @property
     def total_flops(self) -> float:
@@ -40,12 +45,14 @@ class Compute:
     def add_generation(
         self, generator: Generator, completions: list[list[Completion]], samples: int | None = None
     ) -> None:
-        """Count a generate() call: each distinct prompt once (its KV cache is shared), every sample.
+        """Count a generate() call: each distinct prompt once (its KV cache is shared; the part a
+        prefix cache supplied is not computed and not counted), every sample.
 
         ``samples`` is how much the call adds to the samples count; None counts every completion
         (step-level search passes less: its later rounds re-use the N sample slots of the first).
         """
-        prompt = sum(group[0].prompt_tokens for group in completions if group)
+        prompt = sum(group[0].prompt_tokens - group[0].cached_prompt_tokens for group in completions if group)
+        self.policy_cached_tokens += sum(group[0].cached_prompt_tokens for group in completions if group)
         emitted = sum(c.completion_tokens for group in completions for c in group)
         returned = sum(len(group) for group in completions)
         self.policy_prompt_tokens += prompt
@@ -61,11 +68,13 @@ class Compute:
             "verifier_tokens",
             "samples",
             "completions",
+            "policy_cached_tokens",
         )
         for name in names:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.policy_flops += other.policy_flops
         self.verifier_flops += other.verifier_flops
+        self.wall_seconds += other.wall_seconds
 
     def add_verification(self, verifier: Verifier, tokens: int) -> None:
         self.verifier_tokens += tokens

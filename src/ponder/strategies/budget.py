@@ -1,6 +1,7 @@
-"""Compute budgets: limits on samples, tokens and FLOPs, and the tracker strategies ask before spending.
+"""Compute budgets: limits on samples, tokens, FLOPs and wall-clock seconds, and the tracker strategies
+ask before spending.
 
-A :class:`Budget` sets any combination of three limits:
+A :class:`Budget` sets any combination of four limits:
 
 - ``samples``: the generation budget N. Sampling strategies draw at most N full solutions; step-level
   search generates at most N step candidates per round (Snell et al., 2024: a round of beam search
@@ -9,6 +10,10 @@ A :class:`Budget` sets any combination of three limits:
   its KV cache is shared by its samples) + policy generated tokens + verifier tokens.
 - ``flops``: 2 x non-embedding parameters x tokens, for the policy and the verifier separately; the
   limit is on their total.
+- ``seconds``: a deadline, wall-clock seconds from the start of the run (real-time use). The time a
+  call will take is predicted from a measured :class:`Throughput` (per call, per decoding step, per
+  token), corrected on the fly by how fast the calls of this run really went; unlike the other
+  limits it is a prediction, so a deadline can be missed when the machine slows down suddenly.
 
 Strategies never overspend. Before every generate() or score() call they ask a
 :class:`BudgetTracker` whether the call's worst case fits (every sample running to
@@ -23,11 +28,13 @@ strategy then just stops early.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ponder.backends.base import Completion, Generator, SamplingParams
 from ponder.errors import ConfigError
@@ -42,16 +49,53 @@ MAX_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
+class Throughput:
+    """How fast a generator and verifier run on this machine, to predict a call's wall time.
+
+    A generate() call is predicted to take ``policy_call_s + policy_step_s * steps +
+    policy_token_s * tokens`` (steps: decoding steps, the longest sample; tokens: prompt tokens plus
+    every sample's tokens), a score() call ``verifier_call_s + verifier_token_s * tokens``.
+    :func:`ponder.allocation.deadline.measure_throughput` fits these on the machine.
+    """
+
+    policy_token_s: float
+    verifier_token_s: float = 0.0
+    policy_step_s: float = 0.0
+    policy_call_s: float = 0.0
+    verifier_call_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise ConfigError(f"throughput {f.name} must be a finite number >= 0, got {value!r}")
+
+    def generation_seconds(self, tokens: int, steps: int) -> float:
+        return self.policy_call_s + self.policy_step_s * steps + self.policy_token_s * tokens
+
+    def scoring_seconds(self, tokens: int) -> float:
+        return self.verifier_call_s + self.verifier_token_s * tokens
+
+
+@dataclass(frozen=True)
 class Budget:
-    """Limits on what one strategy run may spend; any combination, at least one."""
+    """Limits on what one strategy run may spend; any combination, at least one.
+
+    A ``seconds`` limit (a deadline) needs ``throughput``, the measured speed its calls are
+    predicted from; the throughput is not itself a limit (two budgets differing only in it are equal).
+    """
 
     samples: int | None = None
     tokens: int | None = None
     flops: float | None = None
+    seconds: float | None = None
+    throughput: Throughput | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.samples is None and self.tokens is None and self.flops is None:
-            raise ConfigError("a budget needs at least one limit: samples, tokens or flops")
+        if self.samples is None and self.tokens is None and self.flops is None and self.seconds is None:
+            raise ConfigError(
+                "a budget needs at least one limit: samples, tokens or flops (or a deadline in seconds)"
+            )
         for name in ("samples", "tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -62,10 +106,18 @@ class Budget:
             or not math.isfinite(self.flops)
         ):
             raise ConfigError(f"budget flops must be a finite number, got {self.flops!r}")
-        for name in ("samples", "tokens", "flops"):
+        if self.seconds is not None and (
+            isinstance(self.seconds, bool)
+            or not isinstance(self.seconds, int | float)
+            or not math.isfinite(self.seconds)
+        ):
+            raise ConfigError(f"budget seconds must be a finite number, got {self.seconds!r}")
+        for name in ("samples", "tokens", "flops", "seconds"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"budget {name} must be >= 0, got {value!r}")
+        if self.throughput is not None and not isinstance(self.throughput, Throughput):
+            raise ConfigError(f"budget throughput must be a Throughput, got {self.throughput!r}")
 
     def describe(self) -> str:
         """The limits that are set, e.g. ``samples=16, tokens=4000``."""
@@ -76,6 +128,8 @@ class Budget:
             parts.append(f"tokens={self.tokens}")
         if self.flops is not None:
             parts.append(f"flops={self.flops:.4g}")
+        if self.seconds is not None:
+            parts.append(f"seconds={self.seconds:.4g}")
         return ", ".join(parts)
 
     def allows(self, cost: Cost) -> bool:
@@ -84,6 +138,7 @@ class Budget:
             (self.samples is None or cost.samples <= self.samples)
             and (self.tokens is None or cost.tokens <= self.tokens)
             and (self.flops is None or cost.flops <= self.flops)
+            and (self.seconds is None or cost.seconds <= self.seconds)
         )
 
     def exceeded_by(self, compute: Compute) -> list[str]:
@@ -94,6 +149,7 @@ class Budget:
                 ("samples", compute.samples, self.samples),
                 ("tokens", compute.policy_tokens + compute.verifier_tokens, self.tokens),
                 ("flops", compute.total_flops, self.flops),
+                ("seconds", compute.wall_seconds, self.seconds),
             )
             if limit is not None and used > limit
         ]
@@ -108,6 +164,7 @@ class Cost:
     verifier_tokens: int = 0
     policy_flops: float = 0.0
     verifier_flops: float = 0.0
+    seconds: float = 0.0  # wall time: elapsed so far, or a call's predicted duration
 
     @property
     def tokens(self) -> int:
@@ -124,6 +181,7 @@ class Cost:
             self.verifier_tokens + other.verifier_tokens,
             self.policy_flops + other.policy_flops,
             self.verifier_flops + other.verifier_flops,
+            self.seconds + other.seconds,
         )
 
     @classmethod
@@ -134,11 +192,17 @@ class Cost:
             compute.verifier_tokens,
             compute.policy_flops,
             compute.verifier_flops,
+            compute.wall_seconds,
         )
 
     def describe(self) -> str:
         noun = "sample" if self.samples == 1 else "samples"
-        return f"{self.samples} {noun}, {self.tokens} tokens, {self.flops:.4g} FLOPs"
+        text = f"{self.samples} {noun}, {self.tokens} tokens, {self.flops:.4g} FLOPs"
+        return text + (f", {self.seconds:.3g} s" if self.seconds > 0 else "")
+
+
+class BudgetTooSmall(ConfigError):
+    """A budget below a strategy's smallest useful run, refused before anything is spent."""
 
 
 class BudgetExhausted(Exception):
@@ -175,12 +239,34 @@ class BudgetTracker:
         self.generator = generator
         self.verifier = verifier
         self.compute = Compute()
+        # A run starts from an empty prefix cache, so that what it computes (and reports) is its own,
+        # whatever ran on the generator before.
+        reset = getattr(generator, "reset_prefix_cache", None)
+        if callable(reset):
+            reset()
+        self._root: str | None = None  # the run's prompt: the first one it generates from
+        self.started = time.perf_counter()
+        self.throughput = budget.throughput
+        if budget.seconds is not None and self.throughput is None:
+            raise ConfigError(
+                f"strategy {strategy!r} got a deadline (seconds={budget.seconds:.4g}) but no throughput to "
+                "predict its calls from: Budget(seconds=..., throughput=...), measured by "
+                "ponder.allocation.deadline.measure_throughput"
+            )
+        # Measured / predicted duration of this run's calls so far (1 until a call was timed).
+        self.slowdown = 1.0
 
     # --- what things cost ------------------------------------------------------------------------
 
     @property
     def spent(self) -> Cost:
+        """What the run spent; its wall time is read when each call ends (not live), so that a call
+        planned to fit still fits when it is checked a moment later."""
         return Cost.of(self.compute)
+
+    def elapsed(self) -> float:
+        """Wall-clock seconds since the run started."""
+        return time.perf_counter() - self.started
 
     def fits(self, cost: Cost) -> bool:
         """Would spending ``cost`` more stay within the budget?"""
@@ -194,28 +280,55 @@ class BudgetTracker:
         count = getattr(self.verifier, "count_tokens", None)
         return int(count(prompt, solution)) if callable(count) else len((prompt + solution).encode()) + 1
 
+    def _predicted(self, seconds: float) -> float:
+        return seconds * self.slowdown
+
     def policy_cost(self, tokens: int, samples: int = 0) -> Cost:
+        tp = self.throughput
         return Cost(
-            samples=samples, policy_tokens=tokens, policy_flops=2.0 * self.generator.num_params * tokens
+            samples=samples,
+            policy_tokens=tokens,
+            policy_flops=2.0 * self.generator.num_params * tokens,
+            seconds=self._predicted(tp.policy_token_s * tokens) if tp is not None else 0.0,
         )
 
     def verifier_cost(self, tokens: int) -> Cost:
         params = self.verifier.num_params if self.verifier is not None else 0
-        return Cost(verifier_tokens=tokens, verifier_flops=2.0 * params * tokens)
+        tp = self.throughput
+        return Cost(
+            verifier_tokens=tokens,
+            verifier_flops=2.0 * params * tokens,
+            seconds=self._predicted(tp.verifier_token_s * tokens) if tp is not None else 0.0,
+        )
 
     def generation_cost(self, prompts: list[str], n: int, max_new_tokens: int, samples: int) -> Cost:
-        """Worst case of ``generate(prompts, n=n)``: every prompt once, every sample at full length."""
+        """Worst case of ``generate(prompts, n=n)``: every prompt once, every sample at full length
+        (and, under a deadline, the call's fixed and per-step time)."""
         tokens = sum(self.prompt_tokens(p) for p in prompts) + len(prompts) * n * max_new_tokens
-        return self.policy_cost(tokens, samples)
+        cost = self.policy_cost(tokens, samples)
+        if self.throughput is not None:
+            tp = self.throughput
+            fixed = self._predicted(tp.policy_call_s + tp.policy_step_s * max_new_tokens)
+            cost = dataclasses.replace(cost, seconds=cost.seconds + fixed)
+        return cost
+
+    def _one_scoring_call(self, cost: Cost) -> Cost:
+        if self.throughput is None:
+            return cost
+        return dataclasses.replace(
+            cost, seconds=cost.seconds + self._predicted(self.throughput.verifier_call_s)
+        )
 
     def scoring_cost(self, prompt: str, solutions: list[str]) -> Cost:
         """What scoring ``solutions`` (texts that exist) costs."""
-        return self.verifier_cost(sum(self.verifier_tokens(prompt, s) for s in solutions))
+        tokens = sum(self.verifier_tokens(prompt, s) for s in solutions)
+        return self._one_scoring_call(self.verifier_cost(tokens))
 
     def scoring_estimate(self, prompt: str, prefix: str, new_tokens: int, count: int = 1) -> Cost:
         """Planning: scoring ``count`` texts that will be ``prefix`` plus up to ``new_tokens`` policy
         tokens (assumes the verifier needs no more tokens for them than the policy emitted)."""
-        return self.verifier_cost(count * (self.verifier_tokens(prompt, prefix) + new_tokens))
+        tokens = count * (self.verifier_tokens(prompt, prefix) + new_tokens)
+        return self._one_scoring_call(self.verifier_cost(tokens))
 
     def largest(self, cost_of: Callable[[int], Cost], upper: int) -> int:
         """The largest ``k`` in ``[0, upper]`` whose ``cost_of(k)`` fits (``cost_of`` grows with k)."""
@@ -231,7 +344,7 @@ class BudgetTracker:
     def require_minimum(self, cost: Cost, what: str) -> None:
         """Refuse, before spending anything, a budget below the strategy's smallest useful run."""
         if not self.budget.allows(cost):
-            raise ConfigError(
+            raise BudgetTooSmall(
                 f"strategy {self.strategy!r} needs a budget of at least {cost.describe()} for this prompt "
                 f"({what}); the budget is {self.budget.describe()}"
             )
@@ -246,11 +359,32 @@ class BudgetTracker:
             raise BudgetExhausted(
                 f"generate({len(prompts)} prompts, n={params.n}) could cost {worst.describe()}"
             )
-        groups = self.generator.generate(prompts, params)
+        start = time.perf_counter()
+        groups = self._call_generator(prompts, params)
+        took = time.perf_counter() - start
         before = self.spent
         self.compute.add_generation(self.generator, groups, samples=samples)
         self._check_estimate("policy", before, worst)
+        if self.throughput is not None:
+            steps = max((c.completion_tokens for group in groups for c in group), default=0)
+            tokens = self.spent.tokens - before.tokens
+            self._observe(took, self.throughput.generation_seconds(tokens, steps))
+        self.compute.wall_seconds = self.elapsed()
         return groups
+
+    def _call_generator(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        # A chat backend must continue a path as its own partial answer, not as more of the
+        # question: hand it the run's prompt and the path apart. Every strategy's first call
+        # generates from the bare prompt, so that call fixes where prompts split.
+        continuations = getattr(self.generator, "generate_continuations", None)
+        if not callable(continuations):
+            return self.generator.generate(prompts, params)
+        if self._root is None:
+            self._root = prompts[0]
+        root = self._root
+        questions = [root if p.startswith(root) else p for p in prompts]
+        responses = [p[len(root) :] if p.startswith(root) else "" for p in prompts]
+        return continuations(questions, responses, params)
 
     def score(self, prompt: str, solutions: list[str]) -> list[VerifierScore]:
         """Score ``solutions`` to ``prompt`` if that fits, and record the verifier tokens it ran."""
@@ -261,11 +395,23 @@ class BudgetTracker:
         estimate = self.scoring_cost(prompt, solutions)
         if not self.fits(estimate):
             raise BudgetExhausted(f"scoring {len(solutions)} solutions would cost {estimate.describe()}")
+        start = time.perf_counter()
         scores = self.verifier.score([prompt] * len(solutions), solutions)
+        took = time.perf_counter() - start
         before = self.spent
         self.compute.add_verification(self.verifier, sum(s.tokens for s in scores))
         self._check_estimate("verifier", before, estimate)
+        if self.throughput is not None:
+            self._observe(took, self.throughput.scoring_seconds(sum(s.tokens for s in scores)))
+        self.compute.wall_seconds = self.elapsed()
         return scores
+
+    def _observe(self, took: float, predicted: float) -> None:
+        """Fold a call's measured duration into the factor later predictions are scaled by: a running
+        mean of measured / predicted, kept within [0.5, 4] so that one odd call cannot swing it."""
+        if predicted <= 0:
+            return
+        self.slowdown = 0.5 * self.slowdown + 0.5 * min(4.0, max(0.5, took / predicted))
 
     def affordable_prefix(self, prompt: str, solutions: list[str]) -> int:
         """How many of ``solutions``, taken in order, can be scored within the budget."""

@@ -6,7 +6,9 @@ unknown names and values of the wrong type with a ConfigError naming the paramet
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,10 +19,21 @@ from ponder.strategies.adaptive_majority import AdaptiveMajority
 from ponder.strategies.base import Strategy
 from ponder.strategies.beam_search import BeamSearch
 from ponder.strategies.best_of_n import BestOfN
+from ponder.strategies.budget_forcing import BudgetForcing
+from ponder.strategies.cascade import Cascade
+from ponder.strategies.compute_optimal import ComputeOptimal
 from ponder.strategies.dvts import DVTS
 from ponder.strategies.greedy import Greedy
 from ponder.strategies.lookahead import Lookahead
 from ponder.strategies.majority import MajorityVote
+from ponder.strategies.mcts import MCTS
+from ponder.strategies.revision import Revision
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    # Evaluating string annotations compiles them: cached, as a server checks them on every request.
+    return typing.get_type_hints(cls)
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ class StrategySpec:
 
     def parameters(self) -> dict[str, Any]:
         """Parameter name -> type hint, for the parameters a caller may set."""
-        hints = typing.get_type_hints(self.cls)
+        hints = _type_hints(self.cls)
         return {
             f.name: hints[f.name]
             for f in dataclasses.fields(self.cls)
@@ -58,6 +71,15 @@ STRATEGIES: dict[str, StrategySpec] = {
     ),
     "dvts": StrategySpec(DVTS, needs_verifier=True, summary="diverse verifier tree search"),
     "adaptive_majority": StrategySpec(AdaptiveMajority, summary="majority vote that stops once settled"),
+    "mcts": StrategySpec(MCTS, needs_verifier=True, summary="Monte-Carlo tree search, the PRM as value"),
+    "revision": StrategySpec(
+        Revision, needs_verifier=True, summary="chains of sequential revisions, best by verifier"
+    ),
+    "budget_forcing": StrategySpec(BudgetForcing, summary="s1 budget forcing of a thinking block"),
+    "cascade": StrategySpec(Cascade, summary="small model / cheap strategy first, escalate when unsure"),
+    "compute_optimal": StrategySpec(
+        ComputeOptimal, needs_verifier=True, summary="predict difficulty, run the calibrated policy's choice"
+    ),
 }
 NEEDS_VERIFIER = {name for name, spec in STRATEGIES.items() if spec.needs_verifier}
 
@@ -78,6 +100,8 @@ def _conforms(value: Any, hint: Any) -> bool:
         return any(_conforms(value, a) for a in get_args(hint))
     if hint is type(None):
         return value is None
+    if origin is collections.abc.Callable or hint is collections.abc.Callable:
+        return callable(value)
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:

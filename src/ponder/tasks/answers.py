@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from ponder.tasks.arithmetic import ANSWER_PREFIX, STEP_DELIMITER, Problem, decode_number
 
@@ -15,11 +18,31 @@ def split_steps(solution: str) -> list[str]:
     return [line for line in solution.split(STEP_DELIMITER) if line.strip()]
 
 
+# How strategies read a final answer out of a solution. The built-in task's rule by default; a
+# dataset with another answer format (GSM8K's "#### N", MATH's \boxed{}) installs its own for the
+# duration of a run with :func:`answer_extractor` (see ponder.eval.datasets).
+_EXTRACTOR: ContextVar[Callable[[str], Hashable | None] | None] = ContextVar("answer_extractor", default=None)
+
+
+@contextmanager
+def answer_extractor(extract: Callable[[str], Hashable | None]) -> Iterator[None]:
+    """Within the block, :func:`extract_answer` (and so every strategy's vote) uses ``extract``: text
+    -> a hashable answer key (equal keys are the same answer) or None."""
+    token = _EXTRACTOR.set(extract)
+    try:
+        yield
+    finally:
+        _EXTRACTOR.reset(token)
+
+
 def extract_answer(text: str) -> int | None:
     """The number on the last ``A:`` line (little-endian digits), or None when there is none or
-    it is not a number."""
+    it is not a number. Inside :func:`answer_extractor`, that block's rule instead."""
     if not isinstance(text, str):
         return None
+    custom = _EXTRACTOR.get()
+    if custom is not None:
+        return custom(text)  # type: ignore[return-value]
     for line in reversed(text.split(STEP_DELIMITER)):
         line = line.strip()
         if line.startswith(ANSWER_PREFIX):

@@ -35,6 +35,8 @@ from ponder.errors import ConfigError
 STEP_DELIMITER = "\n"
 QUESTION_PREFIX = "Q:"
 ANSWER_PREFIX = "A:"
+# Ends an earlier attempt shown to the model: "that was wrong, try again".
+RETRY_LINE = "R:"
 SPLITS = ("train", "dev", "test")
 # Share of the hash space given to each split (train, dev, test).
 _SPLIT_BUCKETS = {"train": range(0, 80), "dev": range(80, 90), "test": range(90, 100)}
@@ -49,14 +51,15 @@ class LevelSpec:
     max_value: int
 
 
-# Levels roughly double the digits a solution must get right (operations x 3 numbers x width):
-# 12, 24, 36, 60, 96. Errors compound over digits, so the policy's accuracy falls with the level.
+# Digits a solution must get right (operations x 3 numbers x width): 12, 27, 36, 48, 72. Errors
+# compound over digits, so the policy's accuracy falls with the level; no level asks for a skill
+# (a width, a chain length) that the levels below it never practise.
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(1, n_ops=2, max_value=100),
-    2: LevelSpec(2, n_ops=4, max_value=100),
+    2: LevelSpec(2, n_ops=3, max_value=1000),
     3: LevelSpec(3, n_ops=4, max_value=1000),
-    4: LevelSpec(4, n_ops=5, max_value=10000),
-    5: LevelSpec(5, n_ops=8, max_value=10000),
+    4: LevelSpec(4, n_ops=4, max_value=10000),
+    5: LevelSpec(5, n_ops=6, max_value=10000),
 }
 
 
@@ -117,6 +120,56 @@ def format_prompt(problem: Problem) -> str:
     first = encode_number(problem.steps[0].lhs, problem.width)
     rest = "".join(f"{s.op}{encode_number(s.rhs, problem.width)}" for s in problem.steps)
     return f"{QUESTION_PREFIX}{first}{rest}{STEP_DELIMITER}"
+
+
+def revision_prompt(prompt: str, attempts: list[str]) -> str:
+    """The prompt for a new attempt after earlier (wrong) ``attempts``, oldest first.
+
+    Each attempt is followed by a ``R:`` line, so the policy reads them as rejected tries::
+
+        Q:84+72-31
+        84+72=56
+        56-31=25
+        A:25
+        R:
+    """
+    retry = STEP_DELIMITER + RETRY_LINE + STEP_DELIMITER
+    return prompt + "".join(a.strip(STEP_DELIMITER) + retry for a in attempts)
+
+
+def corrupt_solution(problem: Problem, rng: random.Random) -> str:
+    """A wrong but self-consistent solution: one step slips, the rest carry the slip forward.
+
+    The slip is either a wrong digit in a step's result or a wrong digit in the operand copied
+    from the question, the two mistakes the policy itself makes. Later steps compute correctly
+    from the wrong value (modulo the level's width, as column arithmetic would), so the final
+    answer is wrong. Used to teach the policy to revise.
+    """
+    width = problem.width
+    modulus = 10**width
+    k = rng.randrange(len(problem.steps))
+    lines: list[str] = []
+    value = problem.steps[0].lhs
+    for i, step in enumerate(problem.steps):
+        rhs = step.rhs
+        if i == k and rng.random() < 0.3:
+            rhs = _flip_digit(rhs, width, rng)
+        result = (value + rhs if step.op == "+" else value - rhs) % modulus
+        if i == k and rhs == step.rhs:
+            result = _flip_digit(result, width, rng)
+        lines.append(Step(value, step.op, rhs, result).render(width))
+        value = result
+    if value == problem.answer:  # the slip cancelled out (rare): force a wrong answer
+        value = _flip_digit(value, width, rng)
+    lines.append(f"{ANSWER_PREFIX}{encode_number(value, width)}")
+    return STEP_DELIMITER.join(lines)
+
+
+def _flip_digit(value: int, width: int, rng: random.Random) -> int:
+    digits = list(f"{value:0{width}d}")
+    i = rng.randrange(width)
+    digits[i] = rng.choice([d for d in "0123456789" if d != digits[i]])
+    return int("".join(digits))
 
 
 def to_display(text: str) -> str:

@@ -18,6 +18,8 @@ from torch import nn
 
 from ponder.errors import ConfigError, WeightsError
 
+SURPRISE_FEATURES = 6
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -27,10 +29,21 @@ class ModelConfig:
     n_head: int = 6
     max_seq_len: int = 512
     head: str = "lm"  # "lm" (policy) or "reward" (PRM + ORM heads)
+    # Reward models only. When > 0, the first ``surprise_after`` blocks are a policy's trunk, read
+    # out through its own final norm and the tied embedding into a next-token distribution; the
+    # log-probability of each token actually written, the entropy of the distribution it came
+    # from and its gap to the likeliest token join the residual stream before the later blocks.
+    # A slip the policy made while sampling shows up there as surprise the reward layers can see.
+    surprise_after: int = 0
 
     def __post_init__(self) -> None:
         if self.head not in ("lm", "reward"):
             raise ConfigError(f"model head must be 'lm' or 'reward', got {self.head!r}")
+        if self.surprise_after and (self.head != "reward" or not 0 < self.surprise_after < self.n_layer):
+            raise ConfigError(
+                f"surprise_after={self.surprise_after} needs a reward model with more blocks "
+                f"than that (head={self.head!r}, n_layer={self.n_layer})"
+            )
         if self.d_model % self.n_head:
             raise ConfigError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
 
@@ -165,6 +178,16 @@ class TinyTransformer(nn.Module):
             self.out.weight = self.tok_emb.weight
         else:
             self.out = nn.Linear(config.d_model, 2)
+        if config.surprise_after:
+            self.trunk_norm = nn.LayerNorm(config.d_model)
+            self.surprise = nn.Linear(SURPRISE_FEATURES, config.d_model)
+            # A direct path from the features to the rewards: a slip is then learnable at once,
+            # while the blocks learn what the features miss.
+            self.surprise_out = nn.Linear(SURPRISE_FEATURES, 2)
+            # The step delimiter's id: lines are steps (see CharTokenizer).
+            from ponder.training.tokenizer import CharTokenizer
+
+            self.delimiter_id = CharTokenizer().token_of("\n")
         self.apply(self._init)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
@@ -206,11 +229,55 @@ class TinyTransformer(nn.Module):
             )
         x = self.tok_emb(idx)
         rope = rope_tables(positions, self.config.head_dim)
+        skip = None
         for i, block in enumerate(self.blocks):
+            if i == self.config.surprise_after and i:
+                feats = self.surprise_features(x, idx)
+                x = x + self.surprise(feats)
+                skip = self.surprise_out(feats)
             x = block(x, rope, mask, cache, i)
         if cache is not None:
             cache.length += t
-        return self.out(self.ln_f(x))
+        out = self.out(self.ln_f(x))
+        return out if skip is None else out + skip
+
+    def surprise_features(self, trunk_out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``(batch, time, SURPRISE_FEATURES)`` surprise of the trunk at each token.
+
+        Per token: its log-prob under the trunk, the entropy of the distribution it was drawn
+        from, its gap to the likeliest token; the lowest log-prob and the summed log-prob so far
+        in its line; the lowest log-prob so far after the question line. The running values let a
+        step's last token see the worst slip of the step and of the whole solution directly.
+        """
+        logp = F.log_softmax(F.linear(self.trunk_norm(trunk_out), self.tok_emb.weight).float(), dim=-1)
+        prev = logp[:, :-1]
+        token_logp = F.pad(prev.gather(-1, idx[:, 1:].unsqueeze(-1)).squeeze(-1), (1, 0)).clamp(min=-30.0)
+        entropy = F.pad(-(prev.exp() * prev).sum(-1), (1, 0))
+        gap = F.pad(prev.max(-1).values, (1, 0)) - token_logp
+        # A line's delimiter closes it, so the line index of a token counts earlier delimiters.
+        is_delim = (idx == self.delimiter_id).float()
+        line = torch.cumsum(is_delim, dim=1) - is_delim
+        line_min = _segment_cummin(token_logp, line)
+        line_sum = _segment_cumsum(token_logp, line)
+        sol_min = _segment_cummin(token_logp, line.clamp(max=1.0))
+        feats = torch.stack([token_logp, entropy, gap, line_min, line_sum, sol_min], dim=-1)
+        return (feats / 10.0).to(trunk_out.dtype)
+
+
+def _segment_cummin(values: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+    """Running minimum along time that restarts where ``segment`` (non-decreasing) steps up."""
+    offset = 100.0 * segment  # values lie in [-30, 0]: earlier segments can never win the min
+    return torch.cummin(values - offset, dim=1).values + offset
+
+
+def _segment_cumsum(values: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+    total = torch.cumsum(values, dim=1)
+    starts = segment != F.pad(segment, (1, 0), value=-1.0)[:, :-1]
+    base = torch.where(starts, total - values, torch.zeros_like(total))
+    # Log-probs are <= 0, so the running total only falls: the latest segment start has the
+    # largest negated base, and a running max finds it.
+    latest = torch.cummax(torch.where(starts, base.neg(), torch.full_like(base, -1e9)), dim=1).values
+    return total + latest
 
 
 def save_model(model: TinyTransformer, path: str | Path, metadata: dict | None = None) -> None:

@@ -1,10 +1,13 @@
 """Step labels for the verifier from Monte-Carlo rollouts of the policy (as in Math-Shepherd).
 
 For each train problem the policy samples solutions; after every step of a sample, ``k`` more
-completions are rolled out from that prefix. The step's label is the fraction of those rollouts
-that reach the right answer: an estimate of "still on track" that never looks at the step itself,
-so the verifier trained on it is learned and imperfect, like real PRMs. The outcome label of a
-sample is whether its own final answer is right.
+completions are rolled out from that prefix. By default a step's label is Math-Shepherd's "hard
+estimate": 1 when any rollout reaches the right answer, else 0 (``label="soft"`` uses the fraction
+of winning rollouts instead; both are kept in the file). Either way the label never looks at the
+step itself, so the verifier trained on it is learned and imperfect, like real PRMs. The hard
+estimate separates wrong steps from right ones on hard problems far better than the fraction,
+which mostly measures how hard the rest of the problem is. The outcome label of a sample is
+whether its own final answer is right.
 
 Labels are appended to a JSONL file, one line per problem holding all its samples, so a line cut
 short by a kill is simply relabelled and an interrupted run resumes where it stopped.
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from ponder.backends.base import SamplingParams
 from ponder.backends.embedded import EmbeddedGenerator
+from ponder.errors import ConfigError
 from ponder.tasks.answers import is_correct
 from ponder.tasks.arithmetic import ANSWER_PREFIX, LEVELS, STEP_DELIMITER, Problem, draw_problem, split_of
 from ponder.training.checkpoint import progress_bar
@@ -35,6 +39,11 @@ class RolloutConfig:
     problems_per_batch: int = 16
     seed: int = 0
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.5, 1.5, 2.0)
+    label: str = "hard"  # "hard": any rollout wins; "soft": fraction of rollouts that win
+
+    def __post_init__(self) -> None:
+        if self.label not in ("hard", "soft"):
+            raise ConfigError(f"rollout label must be 'hard' or 'soft', got {self.label!r}")
 
 
 def solution_steps(solution: str) -> list[str]:
@@ -69,12 +78,13 @@ def label_problems(
                 "solution": completion.text,
                 "steps": steps,
                 "step_labels": [None] * len(steps),
+                "step_values": [None] * len(steps),
                 "outcome": float(is_correct(problem, completion.text)),
             }
             for i, step in enumerate(steps):
                 if step.startswith(ANSWER_PREFIX) or i == len(steps) - 1:
                     # The final line has no continuation: its label is the outcome itself.
-                    record["step_labels"][i] = record["outcome"]
+                    record["step_labels"][i] = record["step_values"][i] = record["outcome"]
                 else:
                     rollout_prompts.append(problem.prompt + prefix_after(steps, i))
                     owners.append((len(records), i))
@@ -88,7 +98,9 @@ def label_problems(
         for (rec_i, step_i), group in zip(owners, rollouts):
             problem = by_question[records[rec_i]["question"]]
             wins = sum(is_correct(problem, c.text) for c in group)
-            records[rec_i]["step_labels"][step_i] = wins / len(group)
+            value = wins / len(group)
+            records[rec_i]["step_values"][step_i] = value
+            records[rec_i]["step_labels"][step_i] = value if cfg.label == "soft" else float(wins > 0)
     return records
 
 

@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from ponder.errors import ConfigError
-from ponder.tasks.arithmetic import LEVELS, Problem, draw_problem, split_of
+from ponder.tasks.arithmetic import (
+    LEVELS,
+    Problem,
+    corrupt_solution,
+    draw_problem,
+    revision_prompt,
+    split_of,
+)
 from ponder.training.checkpoint import cosine_lr, eta_line, load_checkpoint, progress_bar, save_checkpoint
 from ponder.training.model import ModelConfig, TinyTransformer, save_model
 from ponder.training.tokenizer import CharTokenizer
@@ -36,7 +43,13 @@ class PolicyTrainConfig:
     n_head: int = 4
     max_seq_len: int = 512
     # Sampling weight of each level in the training mix (levels 1..5).
-    level_weights: tuple[float, ...] = field(default=(1.0, 1.0, 1.0, 1.0, 1.0))
+    # Level 1 is the only level of 2-digit numbers: it gets a larger share so it is reliable first.
+    level_weights: tuple[float, ...] = field(default=(2.0, 1.0, 1.0, 1.0, 1.0))
+    # Every ``revision_every``-th batch shows 1..max_attempts earlier wrong attempts before each
+    # reference solution, so the policy learns to revise (see ``revision_prompt``). Whole batches,
+    # not mixed ones, so the long revision prompts do not pad every batch. 0 disables.
+    revision_every: int = 5
+    max_attempts: int = 2
     eval_every: int = 100
     eval_from: int = 1200  # before this step, evaluate only every 5 x eval_every
     # Early stop at the first evaluation where dev greedy accuracy on ``stop_level`` reaches
@@ -44,9 +57,12 @@ class PolicyTrainConfig:
     # leave test-time compute nothing to do. Stopping once the easiest level is reliable keeps the
     # long chains hard. None trains all ``steps``.
     stop_level: int = 1
-    stop_accuracy: float | None = 0.9
+    stop_accuracy: float | None = 0.95
+    # ... or, whichever comes first, once the hardest level gets this good (it must stay hard).
+    cap_level: int = 5
+    cap_accuracy: float | None = 0.3
     ckpt_every: int = 100
-    eval_per_level: int = 60
+    eval_per_level: int = 100
     threads: int = 0  # 0: torch's default
 
     def model_config(self) -> ModelConfig:
@@ -71,6 +87,16 @@ def draw_train_problems(rng: random.Random, n: int, level_weights: tuple[float, 
         if split_of(problem.question) == "train":
             out.append(problem)
     return out
+
+
+def training_example(
+    problem: Problem, rng: random.Random, cfg: PolicyTrainConfig, revision: bool
+) -> tuple[str, str]:
+    """(prompt, target) for one problem: plain, or after earlier wrong attempts."""
+    if revision:
+        attempts = [corrupt_solution(problem, rng) for _ in range(rng.randint(1, cfg.max_attempts))]
+        return revision_prompt(problem.prompt, attempts), problem.solution
+    return problem.prompt, problem.solution
 
 
 def encode_batch(
@@ -104,11 +130,17 @@ def make_optimizer(model: TinyTransformer, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
 
 
+def stop_reason(acc: dict, cfg: PolicyTrainConfig) -> str | None:
+    """Why training stops after an evaluation with dev accuracies ``acc`` (None: go on)."""
+    for level, target in ((cfg.stop_level, cfg.stop_accuracy), (cfg.cap_level, cfg.cap_accuracy)):
+        got = acc.get(level, acc.get(str(level), 0.0))  # checkpoints store levels as strings
+        if target is not None and got >= target:
+            return f"dev greedy L{level} {got:.2f} >= {target}"
+    return None
+
+
 def _target_met(history: list[dict], cfg: PolicyTrainConfig) -> bool:
-    if cfg.stop_accuracy is None or not history:
-        return False
-    acc = history[-1]["dev_greedy"]
-    return acc.get(cfg.stop_level, acc.get(str(cfg.stop_level), 0.0)) >= cfg.stop_accuracy
+    return bool(history) and stop_reason(history[-1]["dev_greedy"], cfg) is not None
 
 
 def train_policy(
@@ -132,7 +164,10 @@ def train_policy(
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         # Where the run lives and when it stops may change between runs; what it learns may not.
-        free = {"out_dir", "stop_level", "stop_accuracy", "eval_every", "eval_from", "eval_per_level"}
+        free = {
+            "out_dir", "stop_level", "stop_accuracy", "cap_level", "cap_accuracy",
+            "eval_every", "eval_from", "eval_per_level", "threads",
+        }
         if {k: v for k, v in state["config"].items() if k not in free} != {
             k: v for k, v in asdict(cfg).items() if k not in free
         }:
@@ -174,7 +209,9 @@ def train_policy(
             t0 = time.perf_counter()
             rng = random.Random(f"policy/{cfg.seed}/{step}")
             batch = draw_train_problems(rng, cfg.batch_size, tuple(cfg.level_weights))
-            x, y, _ = encode_batch(tok, [p.prompt for p in batch], [p.solution for p in batch])
+            revision = cfg.revision_every > 0 and step % cfg.revision_every == cfg.revision_every - 1
+            pairs = [training_example(p, rng, cfg, revision) for p in batch]
+            x, y, _ = encode_batch(tok, [a for a, _ in pairs], [b for _, b in pairs])
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
             loss = lm_loss(model, x, y)
@@ -193,13 +230,10 @@ def train_policy(
                     f"step {step}: loss {loss.item():.4f} dev greedy "
                     + " ".join(f"L{k}={v:.2f}" for k, v in acc.items())
                 )
-                target = cfg.stop_accuracy
-                if target is not None and acc.get(cfg.stop_level, 0.0) >= target:
+                reason = stop_reason(acc, cfg)
+                if reason is not None:
                     stopped_early = True
-                    log(
-                        f"early stop at step {step}: dev greedy "
-                        f"L{cfg.stop_level} {acc[cfg.stop_level]:.2f} >= {target}"
-                    )
+                    log(f"early stop at step {step}: {reason}")
             if step % cfg.ckpt_every == 0 or step == cfg.steps or stopped_early:
                 checkpoint()
             if step % 250 == 0 and bar.disable:

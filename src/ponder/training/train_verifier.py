@@ -20,7 +20,6 @@ from ponder.training.checkpoint import cosine_lr, load_checkpoint, progress_bar,
 from ponder.training.model import ModelConfig, TinyTransformer, load_model, save_model
 from ponder.training.prm_data import read_labels
 from ponder.training.tokenizer import CharTokenizer
-from ponder.training.train_policy import make_optimizer
 from ponder.verifiers.embedded import encode_for_scoring
 
 
@@ -37,6 +36,18 @@ class VerifierTrainConfig:
     seed: int = 0
     ckpt_every: int = 100
     threads: int = 0
+    # Fresh transformer blocks stacked on the policy's trunk. At a result digit the trunk's last
+    # layer holds the policy's own prediction for that digit; only layers above it can compare
+    # the prediction with the digit actually written, which is what checking a step needs.
+    extra_layers: int = 2
+    # Feed the fresh blocks the policy's surprise at each token (see ModelConfig.surprise_after).
+    surprise_features: bool = True
+    # Learning rate of the pretrained trunk relative to the fresh blocks and heads; 0 freezes it
+    # (needed for surprise features to keep meaning the policy's own probabilities).
+    trunk_lr_scale: float = 0.0
+    # Learning rate of the direct feature-to-reward path relative to the rest: it is a handful
+    # of weights that must grow from near zero to order one, which Adam's step size makes slow.
+    skip_lr_scale: float = 20.0
 
 
 @dataclass
@@ -81,17 +92,70 @@ def verifier_loss(model: TinyTransformer, batch: list[EncodedRecord], pad_id: in
     return prm + orm
 
 
-def init_from_policy(policy_file: str | Path) -> TinyTransformer:
+def init_from_policy(
+    policy_file: str | Path, extra_layers: int = 0, surprise_features: bool = False
+) -> TinyTransformer:
+    """A reward model whose first blocks and embedding are the policy's; the rest is fresh."""
+    if extra_layers < 0:
+        raise ConfigError(f"extra_layers must be >= 0, got {extra_layers}")
+    if surprise_features and not extra_layers:
+        raise ConfigError("surprise features need extra_layers > 0 to feed them into")
     policy, _ = load_model(policy_file)
-    cfg = ModelConfig(**(asdict(policy.config) | {"head": "reward"}))
+    trunk_layers = policy.config.n_layer
+    cfg = ModelConfig(
+        **(
+            asdict(policy.config)
+            | {
+                "head": "reward",
+                "n_layer": trunk_layers + extra_layers,
+                "surprise_after": trunk_layers if surprise_features else 0,
+            }
+        )
+    )
     model = TinyTransformer(cfg)
     state = {k: v for k, v in policy.state_dict().items() if not k.startswith("out.")}
+    if extra_layers:
+        # The policy's final norm belongs after its last block: it reads the trunk out for the
+        # surprise features, and the norm over the fresh blocks starts fresh.
+        norm = {k.replace("ln_f.", "trunk_norm."): state.pop(k) for k in list(state) if k.startswith("ln_f.")}
+        if surprise_features:
+            state |= norm
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("out.") for k in missing):
+    trunk = [k for k in missing if k.startswith("blocks.") and int(k.split(".")[1]) < trunk_layers]
+    if unexpected or trunk or "tok_emb.weight" in missing:
         raise ConfigError(
             f"policy weights do not fit the verifier: missing {missing}, unexpected {unexpected}"
         )
     return model
+
+
+def trunk_and_fresh_params(model: TinyTransformer, trunk_layers: int) -> tuple[list, list]:
+    trunk, fresh = [], []
+    for name, p in model.named_parameters():
+        is_trunk = name.startswith(("tok_emb.", "trunk_norm.")) or (
+            name.startswith("blocks.") and int(name.split(".")[1]) < trunk_layers
+        )
+        (trunk if is_trunk else fresh).append((name, p))
+    return trunk, fresh
+
+
+def make_verifier_optimizer(
+    model: TinyTransformer, trunk_layers: int, cfg: VerifierTrainConfig
+) -> torch.optim.Optimizer:
+    groups = []
+    trunk, fresh = trunk_and_fresh_params(model, trunk_layers)
+    if cfg.trunk_lr_scale == 0:
+        for _, p in trunk:  # frozen: no gradients through the trunk at all (and faster steps)
+            p.requires_grad_(False)
+        trunk = []
+    skip = [(n, p) for n, p in fresh if n.startswith("surprise_out.")]
+    fresh = [(n, p) for n, p in fresh if not n.startswith("surprise_out.")]
+    for params, scale in zip((trunk, fresh, skip), (cfg.trunk_lr_scale, 1.0, cfg.skip_lr_scale)):
+        decay = [p for n, p in params if p.dim() >= 2 and "emb" not in n]
+        no_decay = [p for n, p in params if p.dim() < 2 or "emb" in n]
+        groups.append({"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": scale})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": scale})
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.98))
 
 
 def train_verifier(cfg: VerifierTrainConfig, resume: bool = True, log=print) -> Path:
@@ -107,8 +171,8 @@ def train_verifier(cfg: VerifierTrainConfig, resume: bool = True, log=print) -> 
     data = encode_records(records, tok)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    model = init_from_policy(cfg.init_from)
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    model = init_from_policy(cfg.init_from, cfg.extra_layers, cfg.surprise_features)
+    opt = make_verifier_optimizer(model, model.config.n_layer - cfg.extra_layers, cfg)
     step, elapsed = 0, 0.0
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
@@ -126,11 +190,11 @@ def train_verifier(cfg: VerifierTrainConfig, resume: bool = True, log=print) -> 
             random.Random(f"verifier/{cfg.seed}/{epoch}").shuffle(order)
             batch = [data[i] for i in order[within * cfg.batch_size : (within + 1) * cfg.batch_size]]
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(step, total, cfg.lr, cfg.warmup)
+                group["lr"] = cosine_lr(step, total, cfg.lr, cfg.warmup) * group["lr_scale"]
             loss = verifier_loss(model, batch, tok.pad_id)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             step += 1
             elapsed += time.perf_counter() - t0

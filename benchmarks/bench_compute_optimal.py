@@ -1,0 +1,222 @@
+"""Compute-optimal test-time scaling vs. best-of-N, and a global budget vs. a uniform split.
+
+One command reproduces the comparisons of benchmarks/RESULTS.md, on the embedded models:
+
+1. **Calibrate** (``ponder calibrate``) on the built-in dev split: the candidate strategies (majority,
+   best-of-N, weighted best-of-N, beam search, DVTS) at every budget, oracle difficulty from 32
+   samples per problem, the probe-based difficulty predictor, the cross-validated choice per
+   predicted bin and budget -> a policy file.
+2. **Evaluate** (``ponder eval``) on held-out test problems: best-of-N, weighted best-of-N,
+   majority and compute_optimal (with that policy) at budgets 1..64 samples, two seeds, oracle
+   difficulty bins for the report.
+3. **Report**: the compute compute-optimal needs to reach best-of-N's best accuracy (in samples and
+   in FLOPs; goal >= 6x less), how its predicted difficulty agrees with the oracle bins, and the
+   batch accuracy of a global budget allocated by marginal gain vs. the same total split evenly.
+
+Both runs are resumable: rerun the same command after an interruption. A different grid needs a
+different ``--out``. Everything is deterministic given ``--seed`` (which also draws the problems).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py [--seed 0] [--quick]
+
+The default grid took about 16 minutes with 1 thread on a 2-core machine shared with a training
+job (load average ~5.5): ~5.5 min calibration, ~10.5 min test; allow 20. ``--quick`` (a smoke test
+of the whole pipeline) takes under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CANDIDATES = ("majority", "best_of_n", "weighted_best_of_n", "beam_search:beam_width=4", "dvts:branching=4")
+BASELINES = ("majority", "best_of_n", "weighted_best_of_n")
+GOAL = 6.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0, help="draws the problems and seeds every run (default 0)")
+    p.add_argument(
+        "--out", default=None, help="output directory (default runs/bench/compute_optimal-seed<S>)"
+    )
+    p.add_argument("--dev-per-level", type=int, default=8, help="dev problems per level for calibration")
+    p.add_argument("--test-per-level", type=int, default=12, help="held-out test problems per level")
+    p.add_argument("--budgets", default="1,2,4,8,16,32,64", help="generation budgets N (powers of two)")
+    p.add_argument("--test-seeds", type=int, default=2, help="seeds of the test grid (default 2)")
+    p.add_argument("--oracle-samples", type=int, default=32, help="samples per problem for pass@1 bins")
+    p.add_argument("--probe-samples", type=int, default=4, help="compute_optimal's probe samples")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the calibration")
+    p.add_argument("--candidates", default=";".join(CANDIDATES), help="calibration candidates, ; separated")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    p.add_argument("--quick", action="store_true", help="a tiny grid: checks the pipeline in under a minute")
+    return p.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.quick:
+        args.dev_per_level, args.test_per_level, args.budgets = 2, 2, "1,2,4,8"
+        args.test_seeds, args.oracle_samples, args.folds = 1, 8, 2
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from ponder.allocation.calibrate import calibrate
+    from ponder.allocation.global_budget import global_vs_uniform
+    from ponder.allocation.policy import load_policy
+    from ponder.api import default_models
+    from ponder.eval.datasets import load_dataset
+    from ponder.eval.identity import models_identity
+    from ponder.eval.report import compute_optimal_vs, write_report
+    from ponder.eval.runner import EvalConfig, RunDir, dataset_config, parse_strategy, policy_hashes, run_eval
+    from ponder.training.weights import policy_path
+
+    out = Path(args.out or f"runs/bench/compute_optimal-seed{args.seed}" + ("-quick" if args.quick else ""))
+    budgets = [int(b) for b in args.budgets.split(",")]
+    generator, verifier = default_models()
+    started = time.perf_counter()
+
+    # 1. Calibration on dev problems.
+    dev = load_dataset("builtin", "dev", n_per_level=args.dev_per_level, seed=args.seed)
+    candidates = [parse_strategy(s) for s in args.candidates.split(";") if s.strip()]
+    t0 = time.perf_counter()
+    cal_dir = out / "calibrate"
+    policy = calibrate(
+        cal_dir,
+        dev,
+        generator,
+        verifier,
+        candidates,
+        budgets,
+        [args.seed],
+        n_bins=5,
+        oracle_samples=args.oracle_samples,
+        probe_samples=args.probe_samples,
+        folds=args.folds,
+        resume=True,
+        log=log,
+    )
+    policy_file = cal_dir / "policy.json"
+    calibrate_s = time.perf_counter() - t0
+
+    # 2. Held-out test problems.
+    test = load_dataset("builtin", "test", n_per_level=args.test_per_level, seed=args.seed)
+    strategies = [parse_strategy(s) for s in BASELINES] + [
+        parse_strategy(f"compute_optimal:policy={policy_file}")
+    ]
+    config = EvalConfig(
+        dataset=dataset_config(test, options={"source": "builtin", "split": "test", "seed": args.seed}),
+        strategies=strategies,
+        budgets=budgets,
+        seeds=[args.seed + i for i in range(args.test_seeds)],
+        models=models_identity(generator, verifier),
+        oracle_samples=args.oracle_samples,
+        extra={"policies": policy_hashes(strategies)},
+    )
+    t0 = time.perf_counter()
+    run = run_eval(config, out / "test", test, generator, verifier, resume=True, log=log)
+    eval_s = time.perf_counter() - t0
+    report = write_report(run.path, policy=str(policy_file))
+
+    # 3. The comparisons.
+    summary = json.loads((run.path / "summary.json").read_text())
+    from ponder.eval.report import Cell
+
+    cells = [Cell(**c) for c in summary["cells"]]
+    results = RunDir(run.path).results()
+    matches = compute_optimal_vs(results, cells)
+    label = strategies[-1].label
+    allocation = global_vs_uniform(results, load_policy(policy_file), label, budgets)
+    agree = _agreement(results, run)
+    total_s = time.perf_counter() - started
+    record = {
+        "settings": vars(args),
+        "model": {"policy_weights": str(policy_path()), **models_identity(generator, verifier)},
+        "policy": {
+            str(b): {f"{k:g}": e.label for k, e in sorted(row.items())}
+            for b, row in sorted(policy.table.items())
+        },
+        "calibration": policy.calibration,
+        "compute_optimal_vs_best_of_n": matches,
+        "global_vs_uniform": allocation,
+        "predicted_vs_oracle": agree,
+        "seconds": {"calibrate": calibrate_s, "eval": eval_s, "total": total_s},
+        "report": str(report),
+    }
+    (out / "bench.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(markdown(record, args))
+    return record
+
+
+def _agreement(results: list[dict[str, Any]], run: Any) -> dict[str, Any] | None:
+    from ponder.eval.report import predicted_vs_oracle
+    from ponder.eval.runner import bins_from_difficulty
+
+    agree = predicted_vs_oracle(results, bins_from_difficulty(run.difficulty()))
+    if agree is None:
+        return None
+    return {"n": agree.n, "exact": agree.exact, "within_one": agree.within_one, "spearman": agree.spearman}
+
+
+def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        f"- command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py --seed {args.seed}"
+        + (" --quick" if args.quick else "")
+        + "`",
+        f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",
+        f"- calibration: {args.dev_per_level} dev problems per level, budgets {args.budgets}, "
+        f"{args.oracle_samples} oracle samples, {args.folds}-fold CV; test: {args.test_per_level} problems "
+        f"per level x {args.test_seeds} seed(s)",
+        f"- time: calibrate {record['seconds']['calibrate'] / 60:.1f} min, evaluate "
+        f"{record['seconds']['eval'] / 60:.1f} min, {args.threads} thread(s)",
+        "",
+        "| compute-optimal vs | best accuracy % | its budget | compute-optimal's budget | less compute "
+        "(samples) | less compute (FLOPs) | goal >= 6x |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in record["compute_optimal_vs_best_of_n"]:
+        b, f = m["budget"], m["flops"]
+        reached = f"{b['contender_compute']:g}" if b["contender_compute"] else "not reached"
+        by_samples = f"{b['ratio']:.2f}x" if b["ratio"] else "-"
+        by_flops = f"{f['ratio']:.2f}x" if f["ratio"] else "-"
+        goal = "met" if b["ratio"] and b["ratio"] >= GOAL else "not met"
+        lines.append(
+            f"| {m['baseline']} | {100 * b['target']:.1f} | {b['baseline_compute']:g} | {reached} | "
+            f"{by_samples} | {by_flops} | {goal} |"
+        )
+    lines += [
+        "",
+        "| mean budget (samples) | uniform split acc % | global allocation acc % | gain (points) |",
+        "|---|---|---|---|",
+    ]
+    for a in record["global_vs_uniform"]:
+        lines.append(
+            f"| {a['mean_budget']:g} | {100 * a['uniform']:.1f} | {100 * a['global']:.1f} | "
+            f"{100 * (a['global'] - a['uniform']):+.1f} |"
+        )
+    agree = record["predicted_vs_oracle"]
+    if agree:
+        lines += [
+            "",
+            f"Predicted difficulty (probe of {args.probe_samples} samples, counted in the budget) vs. oracle "
+            f"bins on {agree['n']} test problems: exact {100 * agree['exact']:.0f}%, within one bin "
+            f"{100 * agree['within_one']:.0f}%, Spearman {agree['spearman']:.2f}.",
+        ]
+    lines.append(f"\nFull report: `{record['report']}`")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from ponder.errors import PonderError
+
+    try:
+        main()
+    except PonderError as exc:  # bad options or a run directory of another grid: one clear line
+        sys.exit(f"error: {exc}")

@@ -1,0 +1,215 @@
+"""What ``ponder eval`` and ``ponder calibrate`` do (the CLI in ``ponder.cli`` only parses options)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ponder.errors import ConfigError
+from ponder.eval.datasets import DEFAULT_TEMPLATE, Dataset, load_dataset
+from ponder.eval.identity import models_identity
+from ponder.eval.runner import (
+    EvalConfig,
+    GridStrategy,
+    RunDir,
+    dataset_config,
+    parse_strategy,
+    policy_hashes,
+    run_eval,
+)
+
+DEFAULT_STRATEGIES = ("greedy", "majority", "best_of_n", "weighted_best_of_n")
+
+
+def parse_numbers(text: str, what: str, kind: type = float) -> list[Any]:
+    """``"1,2,4"`` -> [1, 2, 4]; a clear error naming ``what`` otherwise."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            value = kind(part)
+        except ValueError:
+            raise ConfigError(f"{what}: {part!r} is not a {kind.__name__}") from None
+        out.append(int(value) if kind is float and float(value).is_integer() else value)
+    if not out:
+        raise ConfigError(f"{what} is empty")
+    return out
+
+
+DATASET_DEFAULTS: dict[str, Any] = {
+    "source": "builtin",
+    "split": None,
+    "answer_format": "auto",
+    "n_per_level": 20,
+    "levels": None,
+    "limit": None,
+    "seed": 0,
+    "question_field": None,
+    "answer_field": None,
+    "prompt_template": DEFAULT_TEMPLATE,
+}
+
+
+def dataset_options(
+    dataset: str | None = None,
+    split: str | None = None,
+    answer_format: str | None = None,
+    n_per_level: int | None = None,
+    levels: str | None = None,
+    limit: int | None = None,
+    dataset_seed: int | None = None,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    prompt_template: str | None = None,
+) -> dict[str, Any]:
+    """The dataset options given on the command line (those left out are not in the dict)."""
+    given = {
+        "source": dataset,
+        "split": split,
+        "answer_format": answer_format,
+        "n_per_level": n_per_level,
+        "levels": parse_numbers(levels, "levels", int) if levels else None,
+        "limit": limit,
+        "seed": dataset_seed,
+        "question_field": question_field,
+        "answer_field": answer_field,
+        "prompt_template": prompt_template,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def open_dataset(options: dict[str, Any]) -> Dataset:
+    return load_dataset(**{**DATASET_DEFAULTS, **options})
+
+
+def load_models(backend: str, verifier: str | None) -> tuple[Any, Any]:
+    from ponder.api import resolve_generator, resolve_verifier
+
+    return resolve_generator(backend), (resolve_verifier(verifier) if verifier != "none" else None)
+
+
+def eval_command(
+    run_dir: Path,
+    *,
+    options: dict[str, Any],
+    strategies: list[str] | None,
+    budgets: str | None,
+    unit: str | None,
+    seeds: str | None,
+    oracle_samples: int | None,
+    policy: str | None,
+    resume: bool,
+    share_samples: bool,
+    report: str,
+    group_by: str,
+    backend: str,
+    verifier: str,
+    report_only: bool,
+    log: Callable[[str], None],
+    difficulty_bins: str | None = None,
+) -> Path | None:
+    """Run (or resume) an evaluation grid and write its report."""
+    from ponder.eval.report import write_report
+
+    run = RunDir(run_dir)
+    report_policy = policy
+    if report_only:
+        if report == "none":
+            raise ConfigError("--report-only needs a report format (md or html)")
+        return write_report(run_dir, report, group_by, policy=report_policy, difficulty_bins=difficulty_bins)
+    stored: EvalConfig | None = run.load_config() if resume and run.config_path.is_file() else None
+    # Options not given again are those of the run being resumed; options given must match it.
+    options = {**DATASET_DEFAULTS, **(stored.dataset.get("options", {}) if stored else {}), **options}
+    grid = [parse_strategy(s) for s in strategies] if strategies else None
+    if grid is None:
+        grid = stored.strategies if stored is not None else [GridStrategy(s) for s in DEFAULT_STRATEGIES]
+    if policy is not None:
+        with_policy = []
+        for s in grid:
+            if s.name == "compute_optimal" and "policy" not in s.params:
+                s = GridStrategy(s.name, {**s.params, "policy": policy})
+            with_policy.append(s)
+        if not any(s.name == "compute_optimal" for s in with_policy):
+            with_policy.append(GridStrategy("compute_optimal", {"policy": policy}))
+        grid = with_policy
+    if report_policy is None:
+        report_policy = next(
+            (s.params["policy"] for s in grid if s.name == "compute_optimal" and s.params.get("policy")), None
+        )
+    budget_list = (
+        parse_numbers(budgets, "budgets") if budgets else (stored.budgets if stored else [1, 2, 4, 8, 16])
+    )
+    seed_list = parse_numbers(seeds, "seeds", int) if seeds else (stored.seeds if stored else [0])
+    unit_name = unit or (stored.budget_unit if stored else "samples")
+    oracle = oracle_samples if oracle_samples is not None else (stored.oracle_samples if stored else 0)
+    dataset = open_dataset(options)
+    generator, scorer = load_models(backend, verifier)
+    config = EvalConfig(
+        dataset=dataset_config(dataset, options=options),
+        strategies=grid,
+        budgets=budget_list,
+        seeds=seed_list,
+        models=models_identity(generator, scorer),
+        budget_unit=unit_name,
+        oracle_samples=oracle,
+        extra={"policies": policy_hashes(grid)},
+    )
+    run_eval(config, run_dir, dataset, generator, scorer, resume=resume, share_samples=share_samples, log=log)
+    if report == "none":
+        return None
+    return write_report(run_dir, report, group_by, policy=report_policy, difficulty_bins=difficulty_bins)
+
+
+def calibrate_command(
+    run_dir: Path,
+    *,
+    options: dict[str, Any],
+    strategies: list[str] | None,
+    budgets: str,
+    seeds: str,
+    out: Path | None,
+    bins: int,
+    oracle_samples: int,
+    probe_samples: int,
+    folds: int,
+    bins_from: str,
+    resume: bool,
+    backend: str,
+    verifier: str,
+    log: Callable[[str], None],
+) -> Path:
+    from ponder.allocation.calibrate import DEFAULT_CANDIDATES, calibrate
+
+    candidates = [parse_strategy(s) for s in (strategies or DEFAULT_CANDIDATES)]
+    dataset = open_dataset({"split": "dev", **options})
+    generator, scorer = load_models(backend, verifier)
+    if scorer is None:
+        raise ConfigError("calibration needs a verifier (its probe is scored)")
+    target = out if out is not None else run_dir / "policy.json"
+    policy = calibrate(
+        run_dir,
+        dataset,
+        generator,
+        scorer,
+        candidates,
+        [int(b) for b in parse_numbers(budgets, "budgets")],
+        parse_numbers(seeds, "seeds", int),
+        out=target,
+        n_bins=bins,
+        oracle_samples=oracle_samples,
+        probe_samples=probe_samples,
+        folds=folds,
+        bins_from=bins_from,
+        resume=resume,
+        log=log,
+    )
+    for b, row in sorted(policy.table.items()):
+        choices = ", ".join(f"{k:g}: {e.label} ({100 * e.cv_accuracy:.0f}%)" for k, e in sorted(row.items()))
+        log(f"bin {b}: {choices}")
+    agree = policy.calibration.get("predicted_vs_oracle", {})
+    if agree:
+        log(
+            f"predicted vs oracle bins on {agree['n']} problems: exact {100 * agree['exact']:.0f}%, "
+            f"within one {100 * agree['within_one']:.0f}%, Spearman {agree['spearman']:.2f}"
+        )
+    return target

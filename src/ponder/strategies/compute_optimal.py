@@ -1,0 +1,187 @@
+"""Compute-optimal scaling (Snell et al., 2024): estimate how hard the question is, then run the
+strategy a calibrated policy chose for that difficulty and budget.
+
+1. **Probe**: draw ``probe_samples`` solutions (fewer when the budget is small) and score them; the
+   mean score predicts the difficulty bin (:mod:`ponder.allocation.difficulty`). The probe is paid
+   from the run's budget.
+2. **Choose**: the policy file (``ponder calibrate``) gives, for the bin and the budget, a
+   registered strategy and its parameters.
+3. **Run** it on what the budget has left. When the choice is a sampling strategy (majority,
+   best-of-N, weighted best-of-N) the probe's samples are not wasted: they join its samples in the
+   final vote, so the question gets the budget's worth of samples in total. When the rest of the
+   budget cannot pay for the choice's smallest run, the probe's own samples answer.
+
+Without a policy file, every bin gets weighted best-of-N and the bins come from fixed cut points
+on the probe's mean score (a fallback; calibrate for real use). A policy calibrated for other
+model weights is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ponder.backends.base import Generator
+from ponder.strategies.base import Candidate, StrategyResult
+from ponder.strategies.best_of_n import pick_by_score
+from ponder.strategies.budget import Budget, BudgetTooSmall, BudgetTracker, derive_seed
+from ponder.strategies.majority import vote
+from ponder.strategies.sampling import check_param, require_one_sample, score_value
+from ponder.verifiers.base import Verifier
+
+if TYPE_CHECKING:  # ponder.allocation builds on the strategies: imported when a run starts
+    from ponder.allocation.difficulty import Probe
+    from ponder.allocation.policy import Policy, PolicyEntry
+
+SAMPLING = ("majority", "best_of_n", "weighted_best_of_n")
+FALLBACK = "weighted_best_of_n"  # every bin's choice without a policy file
+
+
+@dataclass
+class ComputeOptimalResult(StrategyResult):
+    predicted_bin: int = 0
+    probe_feature: float | None = None
+    chosen: str = ""
+
+
+def remaining(budget: Budget, tracker: BudgetTracker) -> Budget:
+    """What ``budget`` has left after what ``tracker`` spent (each limit set, never below 0)."""
+    spent = tracker.spent
+    return Budget(
+        samples=None if budget.samples is None else max(0, budget.samples - spent.samples),
+        tokens=None if budget.tokens is None else max(0, budget.tokens - spent.tokens),
+        flops=None if budget.flops is None else max(0.0, budget.flops - spent.flops),
+        seconds=None if budget.seconds is None else max(0.0, budget.seconds - spent.seconds),
+        throughput=budget.throughput,
+    )
+
+
+@dataclass
+class ComputeOptimal:
+    policy: str | None = None  # policy file from `ponder calibrate`; None: the fallback above
+    probe_samples: int = 4  # without a policy file (a policy file sets its own)
+    aggregation: str = "auto"  # probe scores: "auto" (ORM head if any, else last step) or as best_of_n
+    temperature: float = 1.0
+    max_new_tokens: int = 160
+    name: str = "compute_optimal"
+
+    def __post_init__(self) -> None:
+        check_param(
+            self.probe_samples >= 1, self.name, f"probe_samples must be >= 1, got {self.probe_samples}"
+        )
+        check_param(self.temperature >= 0, self.name, f"temperature must be >= 0, got {self.temperature}")
+        check_param(
+            self.max_new_tokens >= 1, self.name, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"
+        )
+        check_param(
+            self.aggregation in ("auto", "last", "min", "prod", "mean", "orm"),
+            self.name,
+            f"aggregation must be auto, last, min, prod, mean or orm, got {self.aggregation!r}",
+        )
+
+    def _policy(self, generator: Generator, verifier: Verifier | None) -> Policy | None:
+        if self.policy is None:
+            return None
+        from ponder.allocation.policy import load_policy
+
+        policy = load_policy(self.policy)
+        policy.check_models(generator, verifier, self.policy)
+        return policy
+
+    def run(
+        self, prompt: str, generator: Generator, verifier: Verifier | None, budget: Budget, seed: int
+    ) -> StrategyResult:
+        from ponder.allocation.difficulty import DifficultyPredictor, run_probe
+        from ponder.allocation.policy import PolicyEntry
+
+        tracker = BudgetTracker(budget, self.name, generator, verifier, needs_verifier=True)
+        policy = self._policy(generator, verifier)
+        predictor = (
+            policy.predictor
+            if policy is not None
+            else DifficultyPredictor(
+                probe_samples=self.probe_samples,
+                aggregation=self.aggregation,
+                temperature=self.temperature,
+                max_new_tokens=self.max_new_tokens,
+            )
+        )
+        require_one_sample(tracker, prompt, predictor.max_new_tokens, scored=True)
+        probe = run_probe(
+            prompt,
+            tracker,
+            predictor.probe_samples,
+            predictor.temperature,
+            predictor.max_new_tokens,
+            derive_seed(seed, "probe"),
+            predictor.aggregation,
+        )
+        bin_ = predictor.predict(probe.feature)
+        if policy is not None:
+            grid_budget, entry = policy.entry(bin_, budget)
+            where = f"policy: bin {bin_}, budget {grid_budget:g}"
+        else:
+            entry, where = PolicyEntry(FALLBACK), "no policy file: fallback"
+        feature = "-" if probe.feature is None else f"{probe.feature:.3f}"
+        trace = [
+            f"probe: {len(probe.candidates)} samples, mean score {feature} -> predicted bin {bin_} of "
+            f"{predictor.n_bins}",
+            f"chose {entry.label} ({where})",
+        ]
+        rest = remaining(budget, tracker)
+        sub_result: StrategyResult | None = None
+        try:
+            from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
+
+            sub = make_strategy(entry.strategy, **entry.params)
+            sub_result = sub.run(
+                prompt,
+                generator,
+                verifier if entry.strategy in NEEDS_VERIFIER else None,
+                rest,
+                derive_seed(seed, "main"),
+            )
+        except BudgetTooSmall:
+            trace.append(f"the rest of the budget ({rest.describe()}) cannot pay for it: the probe answers")
+        compute = tracker.compute
+        candidates: list[Candidate] = list(probe.candidates)
+        if sub_result is not None:
+            compute = dataclasses.replace(compute)
+            compute.merge(sub_result.compute)
+            candidates += sub_result.candidates
+            trace += ["  " + line for line in sub_result.trace]
+        compute.wall_seconds = tracker.elapsed()
+        answer = self._answer(entry, probe, sub_result, candidates)
+        return ComputeOptimalResult(
+            answer=answer,
+            candidates=candidates,
+            compute=compute,
+            trace=trace,
+            predicted_bin=bin_,
+            probe_feature=probe.feature,
+            chosen=entry.label,
+        )
+
+    @staticmethod
+    def _answer(
+        entry: PolicyEntry, probe: Probe, sub_result: StrategyResult | None, candidates: list[Candidate]
+    ) -> object:
+        """The final answer: sampling choices vote over the probe's samples and their own."""
+        from ponder.allocation.difficulty import resolve_aggregation
+
+        if entry.strategy in SAMPLING:
+            if entry.strategy == "majority":
+                return vote(candidates)
+            how = resolve_aggregation(str(entry.params.get("aggregation", "last")), probe.scores)
+            rescored = [
+                dataclasses.replace(c, score=score_value(s, how))
+                for c, s in zip(probe.candidates, probe.scores)
+            ]
+            rescored += [dataclasses.replace(c) for c in probe.candidates[len(probe.scores) :]]
+            own = sub_result.candidates if sub_result is not None else []
+            weighted = entry.strategy == "weighted_best_of_n" or bool(entry.params.get("weighted", False))
+            return pick_by_score(rescored + list(own), weighted)
+        if sub_result is not None and sub_result.answer is not None:
+            return sub_result.answer
+        return pick_by_score(probe.candidates, weighted=True)

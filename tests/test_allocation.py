@@ -1,0 +1,286 @@
+"""Compute-optimal allocation: difficulty bins and their prediction, calibration with cross-validation,
+the policy file, the compute_optimal strategy, the global-budget allocator (a property test: never
+over the total), and deadline budgets."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ponder.allocation.calibrate import CandidateStats, calibrate, choose
+from ponder.allocation.deadline import deadline_table, measure_throughput
+from ponder.allocation.difficulty import DifficultyPredictor, agreement, fit_predictor, oracle_bins
+from ponder.allocation.global_budget import Option, allocate, expected_value, total_cost, uniform
+from ponder.allocation.policy import Policy, PolicyEntry, load_policy
+from ponder.errors import ConfigError
+from ponder.eval.datasets import load_dataset
+from ponder.eval.identity import models_identity
+from ponder.eval.runner import parse_strategy
+from ponder.strategies import Budget, make_strategy
+from ponder.strategies.budget import BudgetTracker, Throughput
+from ponder.strategies.compute_optimal import ComputeOptimalResult
+from stubs import PROMPT, MarkerVerifier, StepStub, one_marked_per_call
+
+# --- difficulty ---------------------------------------------------------------------------------------
+
+
+def test_oracle_quintiles_hold_equal_shares_easiest_first():
+    pass1 = {f"p{i}": i / 19 for i in range(20)}
+    bins = oracle_bins(pass1)
+    assert sorted(bins.values()) == [b for b in range(1, 6) for _ in range(4)]
+    assert bins["p19"] == 1 and bins["p0"] == 5  # highest pass@1 is the easiest
+    ties = oracle_bins({f"q{i}": 0.5 for i in range(10)}, n_bins=5)
+    assert sorted(ties.values()) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # ties split by a stable hash
+    fixed = oracle_bins({"a": 0.95, "b": 0.7, "c": 0.0}, method="thresholds")
+    assert fixed == {"a": 1, "b": 2, "c": 5}
+    with pytest.raises(ConfigError, match="unknown difficulty binning"):
+        oracle_bins(pass1, method="deciles")
+
+
+def test_the_predictor_is_fitted_to_the_oracle_shares():
+    oracle = {f"p{i}": 1 + i // 4 for i in range(20)}  # bins 1..5, four each
+    features = {f"p{i}": 1.0 - i / 20 for i in range(20)}  # a perfect, monotone signal
+    predictor = fit_predictor(features, oracle, 5)
+    predicted = {p: predictor.predict(f) for p, f in features.items()}
+    assert predicted == oracle
+    agree = agreement(predicted, oracle)
+    assert (agree.exact, agree.within_one, agree.spearman) == (1.0, 1.0, pytest.approx(1.0))
+    assert predictor.predict(None) == 5  # nothing probed: the hardest bin
+    noisy = agreement({"a": 1, "b": 3}, {"a": 2, "b": 3})
+    assert noisy.exact == 0.5 and noisy.within_one == 1.0 and noisy.confusion == {2: {1: 1}, 3: {3: 1}}
+
+
+# --- calibration: cross-validated choice ------------------------------------------------------------
+
+
+def stats(acc: dict[str, float], flops: float = 1.0) -> CandidateStats:
+    same = dict.fromkeys(acc, flops)
+    return CandidateStats(acc, same, same, same, same)
+
+
+def test_choice_is_cross_validated():
+    ids = [f"p{i}" for i in range(10)]
+    # "lucky" beats "steady" on all problems together only through p3, where it got lucky; the
+    # held-out accuracy of the selection rule is what the choice is worth on new problems.
+    steady = stats(dict.fromkeys(ids, 0.6))
+    lucky = stats(dict.fromkeys(ids, 0.58) | {"p3": 1.0})
+    label, acc, cv, chosen = choose({"steady": steady, "lucky": lucky}, ids, folds=5)
+    assert sum(chosen.values()) == 5 and chosen[label] == max(chosen.values())
+    # In the fold holding p3, "steady" is chosen and scored on it: the rule's held-out accuracy is
+    # below the winner's accuracy on all problems.
+    assert chosen == {"lucky": 4, "steady": 1} and label == "lucky"
+    assert acc == pytest.approx(0.622) and cv < acc
+    # The cheaper of two equally accurate candidates is chosen.
+    label, *_ = choose(
+        {"dear": stats(dict.fromkeys(ids, 0.5), 10.0), "cheap": stats(dict.fromkeys(ids, 0.5))}, ids, 5
+    )
+    assert label == "cheap"
+    label, acc, cv, _ = choose(
+        {"a": stats(dict.fromkeys(ids, 0.9)), "b": stats(dict.fromkeys(ids, 0.1))}, ids, 5
+    )
+    assert (label, acc, cv) == ("a", pytest.approx(0.9), pytest.approx(0.9))
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory, generator, verifier):
+    """A policy calibrated on the tiny random models (a small dev grid)."""
+    run_dir = tmp_path_factory.mktemp("cal")
+    dev = load_dataset("builtin", "dev", n_per_level=3, levels=[1, 2])
+    policy = calibrate(
+        run_dir,
+        dev,
+        generator,
+        verifier,
+        [parse_strategy(s) for s in ("majority", "weighted_best_of_n", "beam_search:beam_width=2")],
+        [1, 2, 4],
+        [0],
+        n_bins=3,
+        oracle_samples=4,
+        probe_samples=2,
+        folds=2,
+    )
+    return run_dir, policy
+
+
+def test_calibration_writes_a_policy_for_every_bin_and_budget(calibrated, generator, verifier):
+    run_dir, policy = calibrated
+    data = json.loads((run_dir / "policy.json").read_text())
+    assert data["format"] == "ponder-compute-optimal-policy"
+    assert data["models"] == models_identity(generator, verifier)
+    loaded = load_policy(run_dir / "policy.json")
+    assert sorted(loaded.table) == [1, 2, 3]
+    for row in loaded.table.values():
+        assert set(row) <= {1.0, 2.0, 4.0} and 4.0 in row
+        for budget, entry in row.items():
+            assert entry.strategy in ("majority", "weighted_best_of_n", "beam_search")
+            assert entry.mean_samples <= budget
+    assert loaded.table[1][1.0].strategy != "beam_search"  # below beam_width: refused at budget 1
+    assert loaded.predictor.probe_samples == 2 and loaded.predictor.aggregation == "orm"
+    assert len(loaded.predictor.edges) == 2
+    assert (run_dir / "grid" / "results.jsonl").is_file() and (run_dir / "probes.jsonl").is_file()
+
+
+def test_a_policy_for_other_weights_is_refused(calibrated, flat_generator, verifier, generator):
+    run_dir, _ = calibrated
+    co = make_strategy("compute_optimal", policy=str(run_dir / "policy.json"))
+    with pytest.raises(ConfigError, match=r"calibrated for other models \(policy model: recorded sha256:"):
+        co.run(PROMPT, flat_generator, verifier, Budget(samples=4), 0)
+    result = co.run(PROMPT, generator, verifier, Budget(samples=4), 0)
+    assert isinstance(result, ComputeOptimalResult) and result.compute.samples <= 4
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "not valid JSON"),
+        ('{"format": "other"}', "not a ponder compute-optimal policy file"),
+        ('{"format": "ponder-compute-optimal-policy", "version": 9}', "version 9"),
+        ('{"format": "ponder-compute-optimal-policy", "version": 1, "table": {}}', "malformed"),
+    ],
+)
+def test_bad_policy_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_policy(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_policy(tmp_path / "nope.json")
+
+
+# --- the compute_optimal strategy ---------------------------------------------------------------------
+
+
+def hand_policy(
+    tmp_path, generator, verifier, table: dict[int, dict[float, PolicyEntry]], edges=(0.5,)
+) -> str:
+    policy = Policy(
+        models=models_identity(generator, verifier),
+        budgets=sorted({b for row in table.values() for b in row}),
+        predictor=DifficultyPredictor(edges=edges, probe_samples=2, aggregation="last", max_new_tokens=40),
+        table=table,
+    )
+    return str(policy.save(tmp_path / "policy.json"))
+
+
+def test_compute_optimal_applies_the_policy_to_the_predicted_bin(tmp_path):
+    stub, stub_v = StepStub(one_marked_per_call(2)), MarkerVerifier()
+    # The stub verifier scores unmarked answers 0.3: the probe's mean is below 0.5, so bin 2.
+    table = {
+        1: {8.0: PolicyEntry("majority")},
+        2: {4.0: PolicyEntry("majority"), 8.0: PolicyEntry("beam_search", {"beam_width": 2})},
+    }
+    path = hand_policy(tmp_path, stub, stub_v, table)
+    result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=8), 0)
+    assert result.predicted_bin == 2 and result.chosen == "beam_search:beam_width=2"
+    assert "predicted bin 2" in result.trace[0]
+    assert result.compute.samples <= 8  # the probe's 2 samples + beam search's 6 candidates per round
+    assert stub.calls[0][1].n == 2 and stub.calls[0][1].max_new_tokens == 40  # the probe
+    assert any(p.stop_at_step for _, p in stub.calls[1:])  # then the search
+    # At budget 4 the policy chooses majority: the probe's samples join its vote (4 in all).
+    stub = StepStub(one_marked_per_call(2))
+    result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=4), 0)
+    assert result.chosen == "majority" and result.compute.samples == 4 == len(result.candidates)
+
+
+def test_compute_optimal_answers_from_its_probe_when_nothing_else_fits(tmp_path):
+    stub, stub_v = StepStub(one_marked_per_call(2)), MarkerVerifier()
+    path = hand_policy(tmp_path, stub, stub_v, {1: {1.0: PolicyEntry("beam_search", {"beam_width": 4})}})
+    result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=3), 0)
+    assert result.compute.samples == 2 and result.answer is not None
+    assert any("the probe answers" in line for line in result.trace)
+
+
+def test_compute_optimal_without_a_policy_falls_back_and_keeps_to_its_budget(generator, verifier):
+    for budget in (Budget(samples=1), Budget(samples=6), Budget(tokens=2000)):
+        result = make_strategy("compute_optimal").run(PROMPT, generator, verifier, budget, 1)
+        assert budget.exceeded_by(result.compute) == []
+        assert "no policy file" in result.trace[1]
+
+
+# --- the global budget ----------------------------------------------------------------------------------
+
+curves_st = st.lists(
+    st.lists(
+        st.builds(Option, st.sampled_from([0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 3.0]), st.floats(0.0, 1.0)),
+        min_size=1,
+        max_size=5,
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(curves=curves_st, total=st.floats(0.0, 120.0, allow_nan=False))
+def test_the_global_allocation_never_exceeds_the_total(curves, total):
+    choice = allocate(curves, total)
+    assert len(choice) == len(curves)
+    assert total_cost(curves, choice) <= total
+    # Never worse, in expectation, than any uniform split that fits.
+    assert expected_value(curves, choice) >= expected_value(curves, uniform(curves, total)) - 1e-9
+    cheapest = sum(min(o.cost for o in c) for c in curves)
+    if cheapest <= total:
+        assert all(i is not None for i in choice)  # every question is answered when that is affordable
+
+
+def test_the_global_allocation_spends_where_the_marginal_gain_is():
+    grid = [1.0, 2.0, 4.0, 8.0]
+    easy = [Option(b, v) for b, v in zip(grid, [0.9, 0.95, 0.96, 0.96])]
+    medium = [Option(b, v) for b, v in zip(grid, [0.2, 0.4, 0.6, 0.8])]
+    hopeless = [Option(b, 0.0) for b in grid]
+    curves = [easy, medium, hopeless]
+    choice = allocate(curves, 12.0)  # a uniform split would be 4 each
+    assert grid[choice[1]] == 8.0 and grid[choice[0]] <= 2.0  # the medium question gets the most
+    assert expected_value(curves, choice) > expected_value(curves, [2, 2, 2])
+    assert total_cost(curves, choice) <= 12.0
+    with pytest.raises(ConfigError, match="total budget must be a finite number"):
+        allocate(curves, -1.0)
+
+
+# --- deadlines ------------------------------------------------------------------------------------------
+
+
+class SlowStub(StepStub):
+    """The stub, taking 2 ms per emitted token and 5 ms per call (a slow model with known speed)."""
+
+    def generate(self, prompts, params):
+        out = super().generate(prompts, params)
+        tokens = max(c.completion_tokens for group in out for c in group)
+        time.sleep(0.005 + 0.002 * tokens)
+        return out
+
+
+def test_seconds_budgets_need_a_throughput_and_are_validated():
+    with pytest.raises(ConfigError, match="seconds must be >= 0"):
+        Budget(seconds=-1.0)
+    with pytest.raises(ConfigError, match="no throughput to predict"):
+        BudgetTracker(Budget(seconds=1.0), "majority", StepStub(one_marked_per_call(2)))
+    with pytest.raises(ConfigError, match="throughput policy_token_s"):
+        Throughput(policy_token_s=-1.0)
+    assert Budget(seconds=0.5).describe() == "seconds=0.5"
+    assert Budget(seconds=0.5, throughput=Throughput(1e-3)) == Budget(seconds=0.5)
+
+
+def test_a_deadline_is_kept_by_predicting_each_call():
+    stub = SlowStub(one_marked_per_call(3))
+    tp = measure_throughput(stub, MarkerVerifier(), prompt=PROMPT, repeats=1)
+    assert tp.policy_step_s + tp.policy_token_s > 0
+    for deadline in (0.15, 0.4):
+        start = time.perf_counter()
+        result = make_strategy("majority", max_new_tokens=40).run(
+            PROMPT, stub, None, Budget(seconds=deadline, throughput=tp), 0
+        )
+        took = time.perf_counter() - start
+        assert result.compute.samples >= 1
+        assert took <= deadline * 1.5 + 0.05  # predicted calls; slack for a busy machine
+    rows = deadline_table(
+        [
+            {"strategy": "m", "budget": 0.5, "wall_s": 0.3, "correct": True},
+            {"strategy": "m", "budget": 0.5, "wall_s": 0.7, "correct": False},
+        ]
+    )
+    assert (rows[0].met, rows[0].accuracy, rows[0].n) == (0.5, 0.5, 2)
