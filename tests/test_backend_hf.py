@@ -106,6 +106,20 @@ def test_samples_share_the_prompt_cache_without_changing_results(request, which)
             assert ca.logprobs == pytest.approx(cb.logprobs, abs=1e-4)
 
 
+def test_only_ponders_sampling_parameters_apply(llama_dir):
+    gen = load_generator(f"hf:{llama_dir}")
+    # A model's generation_config.json may carry its own knobs; they must not leak in.
+    gen.model.generation_config.update(top_k=1, repetition_penalty=5.0, no_repeat_ngram_size=1)
+    greedy = gen.generate(PROMPTS[:1], SamplingParams(temperature=0, max_new_tokens=10))[0][0]
+    prompt_ids = gen.encode(gen.render(PROMPTS[0]))
+    with torch.no_grad():
+        logits = gen.model(input_ids=torch.tensor([prompt_ids + greedy.token_ids])).logits[0]
+    argmax = logits[len(prompt_ids) - 1 : -1].argmax(-1).tolist()
+    assert greedy.token_ids == argmax[: len(greedy.token_ids)]
+    sampled = gen.generate(PROMPTS[:1], SamplingParams(n=6, temperature=1.0, max_new_tokens=8, seed=0))[0]
+    assert len({tuple(c.token_ids) for c in sampled}) > 1  # top_k=1 would make them all alike
+
+
 def test_seeded_sampling_is_reproducible(chat_gen):
     params = SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=11)
     first = [c.token_ids for c in chat_gen.generate(PROMPTS[:1], params)[0]]

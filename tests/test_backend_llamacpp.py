@@ -130,6 +130,8 @@ def test_bad_input_is_a_config_error(tmp_path):
         load_generator(f"gguf:{bogus}")
     with pytest.raises(ConfigError, match="unknown option 'gpu' for the gguf backend"):
         load_generator(f"gguf:{MODEL}?gpu=1")
+    with pytest.raises(ConfigError, match=r"max_batch \(600\) must be at most n_batch"):
+        load_generator(f"gguf:{MODEL}?max_batch=600")
 
 
 def test_context_limits():

@@ -337,3 +337,29 @@ def test_answer_reading_never_raises_on_near_miss_text(text):
     answer = extract_answer(text)
     assert answer is None or isinstance(answer, int)
     assert all(isinstance(v, bool) for v in check_steps(problem, text))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000), st.sampled_from(ALL_LEVELS))
+def test_a_corrupted_solution_is_wrong_but_carries_its_slip_forward(seed, level):
+    from ponder.tasks.arithmetic import corrupt_solution
+
+    rng = random.Random(seed)
+    problem = draw_problem(rng, level)
+    bad = corrupt_solution(problem, rng)
+    assert not is_correct(problem, bad)
+    lines = bad.split("\n")
+    assert len(lines) == len(problem.steps) + 1 and lines[-1].startswith("A:")
+    verdicts = check_steps(problem, bad)
+    first_wrong = verdicts.index(False)
+    assert all(verdicts[:first_wrong])
+    # After the slip each line starts from the previous line's (wrong) result.
+    for prev, line in zip(lines[first_wrong:-2], lines[first_wrong + 1 : -1]):
+        assert line.split("+")[0].split("-")[0] == prev.split("=")[1]
+
+
+def test_revision_prompt_lists_attempts_each_closed_by_a_retry_line():
+    from ponder.tasks.arithmetic import revision_prompt
+
+    assert revision_prompt("Q:21+3\n", ["a\nA:1", "b\nA:2\n"]) == "Q:21+3\na\nA:1\nR:\nb\nA:2\nR:\n"
+    assert revision_prompt("Q:21+3\n", []) == "Q:21+3\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from ponder.backends.base import Completion, SamplingParams
 from ponder.errors import ConfigError
 from ponder.tasks import check_steps, make_split
 from ponder.training.card import auroc
-from ponder.training.model import ModelConfig, TinyTransformer, load_model, save_model
+from ponder.training.model import ModelConfig, TinyTransformer, load_model, rope_tables, save_model
 from ponder.training.prm_data import RolloutConfig, generate_labels, label_problems, read_labels
 from ponder.training.tokenizer import CharTokenizer
 from ponder.training.train_policy import PolicyTrainConfig, train_policy
@@ -85,9 +86,10 @@ class ScriptedPolicy:
         return out
 
 
-def test_rollout_labels_are_the_fraction_of_rollouts_that_reach_the_answer():
+@pytest.mark.parametrize("label", ["hard", "soft"])
+def test_rollout_labels_come_from_the_rollouts_that_reach_the_answer(label):
     problem = next(p for p in make_split("train", levels=[2], n_per_level=20) if p.answer != int("9" * 2))
-    cfg = RolloutConfig(samples_per_problem=2, rollouts_per_step=3)
+    cfg = RolloutConfig(samples_per_problem=2, rollouts_per_step=3, label=label)
     records = label_problems(ScriptedPolicy(problem), [problem], cfg, seed=0)
     good, bad = records
     assert good["outcome"] == 1.0 and good["step_labels"] == [1.0] * len(good["steps"])
@@ -95,6 +97,32 @@ def test_rollout_labels_are_the_fraction_of_rollouts_that_reach_the_answer():
     # First step right -> its rollouts all succeed; from the wrong second step on, none do.
     assert bad["step_labels"][0] == 1.0
     assert bad["step_labels"][1:] == [0.0] * (len(bad["steps"]) - 1)
+    assert bad["step_values"] == bad["step_labels"]  # all-or-nothing rollouts: both estimates agree
+
+
+def test_hard_labels_mark_a_step_good_when_any_rollout_wins_soft_ones_give_the_fraction():
+    problem = next(p for p in make_split("train", levels=[2], n_per_level=20) if p.answer != int("9" * 2))
+
+    class OneInThree(ScriptedPolicy):
+        """Rollouts: one of every three reaches the answer."""
+
+        def generate(self, prompts, params):
+            groups = super().generate(prompts, params)
+            if params.n == 3:
+                for group in groups:
+                    group[1] = group[2] = Completion("A:1", [0, 0, 0], [0.0] * 3, "eos", 1)
+            return groups
+
+    for label, expected in (("hard", 1.0), ("soft", 1 / 3)):
+        cfg = RolloutConfig(samples_per_problem=2, rollouts_per_step=3, label=label)
+        good, _ = label_problems(OneInThree(problem), [problem], cfg, seed=0)
+        assert good["step_labels"][0] == pytest.approx(expected)
+        assert good["step_values"][0] == pytest.approx(1 / 3)
+
+
+def test_unknown_rollout_label_is_named():
+    with pytest.raises(ConfigError, match="rollout label"):
+        RolloutConfig(label="fuzzy")
 
 
 @pytest.fixture
@@ -219,3 +247,96 @@ def test_a_stricter_stop_rule_lets_a_stopped_run_train_on(tmp_path):
     assert first["final_step"] == 2
     second = load_model(train_policy(PolicyTrainConfig(**base, stop_accuracy=None), log=_quiet))[1]
     assert second["final_step"] == 6 and second["stopped_early"] is False
+
+
+def test_verifier_over_the_policy_trunk_keeps_the_trunk_and_reads_its_surprise(tiny_policy_file):
+    policy, _ = load_model(tiny_policy_file)
+    verifier = init_from_policy(tiny_policy_file, extra_layers=2, surprise_features=True)
+    assert verifier.config.n_layer == 4 and verifier.config.surprise_after == 2
+    trunk_keys = ("blocks.0.", "blocks.1.", "tok_emb")
+    trunk = {k: v for k, v in verifier.state_dict().items() if k.startswith(trunk_keys)}
+    for k, v in trunk.items():
+        assert torch.equal(v, policy.state_dict()[k]), k
+    assert torch.equal(verifier.trunk_norm.weight, policy.ln_f.weight)
+    # The surprise features are the policy's own next-token log-probs of the written tokens.
+    tok = CharTokenizer()
+    ids = torch.tensor([tok.encode("Q:12+34\n12+34=46\n", bos=True)])
+    x = verifier.tok_emb(ids)
+    rope = rope_tables(torch.arange(ids.shape[1]).unsqueeze(0), verifier.config.head_dim)
+    for block in verifier.blocks[:2]:
+        x = block(x, rope, None, None, 0)
+    feats = (verifier.surprise_features(x, ids) * 10.0).detach()
+    logp = torch.log_softmax(policy(ids)[0].float(), -1)
+    expected = logp[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1).clamp(min=-30)
+    assert torch.allclose(feats[0, 1:, 0], expected, atol=1e-4)
+    assert feats[0, 0].abs().sum() == 0
+    # Running minimum within each line: the last token of a line holds the line's worst slip.
+    delim = tok.token_of("\n")
+    ends = (ids[0] == delim).nonzero().flatten().tolist()
+    start = 0
+    for end in ends:
+        assert feats[0, end, 3] == pytest.approx(float(feats[0, start : end + 1, 0].min()), abs=1e-4)
+        assert feats[0, end, 4] == pytest.approx(float(feats[0, start : end + 1, 0].sum()), abs=1e-3)
+        start = end + 1
+
+
+def test_surprise_verifier_trains_with_a_frozen_trunk(tmp_path, tiny_policy_file):
+    labels = tmp_path / "labels.jsonl"
+    problems = make_split("train", levels=[1], n_per_level=8)
+    _write_reference_labels(labels, problems, lambda i: True, lambda i: float(i % 2))
+    cfg = VerifierTrainConfig(
+        labels=str(labels),
+        init_from=str(tiny_policy_file),
+        out_dir=str(tmp_path / "v"),
+        epochs=2,
+        batch_size=4,
+    )
+    path = train_verifier(cfg, log=_quiet)
+    trained, _ = load_model(path)
+    policy, _ = load_model(tiny_policy_file)
+    assert trained.config.surprise_after == policy.config.n_layer
+    for k, v in policy.state_dict().items():
+        if k.startswith("blocks."):  # fp16 on disk: equal to that precision
+            assert torch.allclose(trained.state_dict()[k], v, atol=1e-3), k
+
+
+def test_surprise_features_need_fresh_layers(tiny_policy_file):
+    with pytest.raises(ConfigError, match="extra_layers"):
+        init_from_policy(tiny_policy_file, extra_layers=0, surprise_features=True)
+    with pytest.raises(ConfigError, match="surprise_after"):
+        ModelConfig(n_layer=2, surprise_after=2, head="reward")
+
+
+def test_policy_checkpoint_from_before_an_option_existed_still_resumes(tmp_path):
+    cfg = PolicyTrainConfig(out_dir=str(tmp_path / "p"), steps=4, stop_accuracy=None, **TINY)
+    assert train_policy(cfg, log=_quiet, max_steps_this_run=3) is None
+    ckpt = tmp_path / "p" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    for key in ("revision_every", "max_attempts", "cap_level", "cap_accuracy"):
+        state["config"].pop(key)
+    torch.save(state, ckpt)
+    assert train_policy(cfg, log=_quiet) is not None
+
+
+def test_revision_batches_show_wrong_attempts_before_the_reference():
+    from ponder.training.train_policy import training_example
+
+    cfg = PolicyTrainConfig(revision_every=2, max_attempts=2)
+    problem = make_split("train", levels=[3], n_per_level=1)[0]
+    prompt, target = training_example(problem, random.Random(0), cfg, revision=True)
+    assert target == problem.solution
+    assert prompt.startswith(problem.prompt) and prompt.endswith("R:\n")
+    assert 1 <= prompt.count("R:") <= 2
+    assert training_example(problem, random.Random(0), cfg, revision=False) == (
+        problem.prompt,
+        problem.solution,
+    )
+
+
+def test_stop_rule_stops_on_the_easy_target_or_the_hard_cap():
+    from ponder.training.train_policy import stop_reason
+
+    cfg = PolicyTrainConfig(stop_level=1, stop_accuracy=0.9, cap_level=5, cap_accuracy=0.3)
+    assert stop_reason({1: 0.5, 5: 0.1}, cfg) is None
+    assert "L1" in stop_reason({1: 0.95, 5: 0.1}, cfg)
+    assert "L5" in stop_reason({"1": 0.5, "5": 0.4}, cfg)

@@ -201,8 +201,11 @@ class HFGenerator:
             output_logits=True,
             return_dict_in_generate=True,
         )
+        # Only ponder's sampling parameters apply: a model's generation_config.json often sets its
+        # own (top_k, repetition_penalty, ...), which would otherwise be merged in.
+        kwargs.update(repetition_penalty=1.0, no_repeat_ngram_size=0, min_p=None, typical_p=1.0)
         if params.temperature > 0:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         stops = stop_strings(params, self.step_delimiter)

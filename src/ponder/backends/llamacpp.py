@@ -98,6 +98,13 @@ class LlamaCppGenerator:
             raise ConfigError("the gguf backend needs llama-cpp-python: pip install 'ponder[real]'") from exc
         set_verbose(False)
         self._ll = llama_cpp
+        most = int(llama_cpp.llama_max_parallel_sequences())
+        if max_batch > min(most, n_batch):
+            # llama.cpp aborts the process (not an exception) on a batch past these limits.
+            raise ConfigError(
+                f"gguf backend: max_batch ({max_batch}) must be at most n_batch ({n_batch}) and "
+                f"llama.cpp's {most} parallel sequences"
+            )
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0
         try:
@@ -132,7 +139,7 @@ class LlamaCppGenerator:
         self.n_batch = min(
             n_batch, int(llama_cpp.llama_n_batch(self._ctx.ctx)), int(llama_cpp.llama_n_ubatch(self._ctx.ctx))
         )
-        self.max_batch = max_batch
+        self.max_batch = min(max_batch, self.n_batch)  # llama.cpp may have lowered n_batch
         self.step_delimiter = step_delimiter
         self.n_vocab = self._model.n_vocab()
         self.context_length = min(self.n_ctx, self._model.n_ctx_train())

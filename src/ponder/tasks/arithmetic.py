@@ -51,15 +51,14 @@ class LevelSpec:
     max_value: int
 
 
-# Digits a solution must get right (operations x 3 numbers x width): 12, 27, 36, 48, 72. Errors
-# compound over digits, so the policy's accuracy falls with the level; no level asks for a skill
-# (a width, a chain length) that the levels below it never practise.
+# Levels roughly double the digits a solution must get right (operations x 3 numbers x width):
+# 12, 24, 36, 60, 96. Errors compound over digits, so the policy's accuracy falls with the level.
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(1, n_ops=2, max_value=100),
-    2: LevelSpec(2, n_ops=3, max_value=1000),
+    2: LevelSpec(2, n_ops=4, max_value=100),
     3: LevelSpec(3, n_ops=4, max_value=1000),
-    4: LevelSpec(4, n_ops=4, max_value=10000),
-    5: LevelSpec(5, n_ops=6, max_value=10000),
+    4: LevelSpec(4, n_ops=5, max_value=10000),
+    5: LevelSpec(5, n_ops=8, max_value=10000),
 }
 
 

@@ -43,12 +43,12 @@ class PolicyTrainConfig:
     n_head: int = 4
     max_seq_len: int = 512
     # Sampling weight of each level in the training mix (levels 1..5).
-    # Level 1 is the only level of 2-digit numbers: it gets a larger share so it is reliable first.
-    level_weights: tuple[float, ...] = field(default=(2.0, 1.0, 1.0, 1.0, 1.0))
+    level_weights: tuple[float, ...] = field(default=(1.0, 1.0, 1.0, 1.0, 1.0))
     # Every ``revision_every``-th batch shows 1..max_attempts earlier wrong attempts before each
     # reference solution, so the policy learns to revise (see ``revision_prompt``). Whole batches,
-    # not mixed ones, so the long revision prompts do not pad every batch. 0 disables.
-    revision_every: int = 5
+    # not mixed ones, so the long revision prompts do not pad every batch. 0 (the shipped policy)
+    # disables it: with 5, a 3000-step run learned far more slowly (dev L1 0.15 at step 1800).
+    revision_every: int = 0
     max_attempts: int = 2
     eval_every: int = 100
     eval_from: int = 1200  # before this step, evaluate only every 5 x eval_every
@@ -57,12 +57,12 @@ class PolicyTrainConfig:
     # leave test-time compute nothing to do. Stopping once the easiest level is reliable keeps the
     # long chains hard. None trains all ``steps``.
     stop_level: int = 1
-    stop_accuracy: float | None = 0.95
+    stop_accuracy: float | None = 0.9
     # ... or, whichever comes first, once the hardest level gets this good (it must stay hard).
     cap_level: int = 5
-    cap_accuracy: float | None = 0.3
+    cap_accuracy: float | None = None
     ckpt_every: int = 100
-    eval_per_level: int = 100
+    eval_per_level: int = 60
     threads: int = 0  # 0: torch's default
 
     def model_config(self) -> ModelConfig:
@@ -168,8 +168,12 @@ def train_policy(
             "out_dir", "stop_level", "stop_accuracy", "cap_level", "cap_accuracy",
             "eval_every", "eval_from", "eval_per_level", "threads",
         }
-        if {k: v for k, v in state["config"].items() if k not in free} != {
-            k: v for k, v in asdict(cfg).items() if k not in free
+        # A key the checkpoint lacks predates that option: the run had its default behaviour.
+        saved = asdict(PolicyTrainConfig()) | state["config"]
+        saved["level_weights"] = tuple(saved["level_weights"])
+        current = asdict(cfg) | {"level_weights": tuple(cfg.level_weights)}
+        if {k: v for k, v in saved.items() if k not in free} != {
+            k: v for k, v in current.items() if k not in free
         }:
             raise ConfigError(
                 f"checkpoint {ckpt_path} was written with a different training config; "

@@ -28,9 +28,9 @@ class VerifierTrainConfig:
     labels: str = "runs/verifier/labels.jsonl"
     init_from: str = "runs/policy/policy.safetensors"
     out_dir: str = "runs/verifier"
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 64
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup: int = 50
     weight_decay: float = 0.05
     seed: int = 0
