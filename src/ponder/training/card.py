@@ -127,6 +127,12 @@ def _model_row(title: str, file: str, info: dict, key: str) -> str:
     return f"| {title} | `{file}` | {info[f'{key}_params']:,} | {info[f'{key}_shape']} | {size:.2f} MB |"
 
 
+def _label_text(label: str) -> str:
+    if label == "hard":
+        return "a step is labelled good when any rollout reaches the right answer"
+    return "the step's label is the fraction of rollouts that reach the right answer"
+
+
 def write_card(path: Path, metrics: CardMetrics, info: dict) -> None:
     """The model card: sizes, how they were trained, what they score."""
     levels = sorted(LEVELS)
@@ -159,11 +165,14 @@ written least-significant digit first and zero-padded to the level's width.
   {info["policy_steps"]} steps of {info["policy_batch"]}: {info["policy_seconds"] / 60:.1f} min.
 - Rollout labels: the policy samples {info["samples_per_problem"]} solutions for each of
   {info["rollout_problems"]} train problems; after every step, {info["rollouts_per_step"]} rollouts
-  from that prefix; the step's label is the fraction that reaches the right answer (Math-Shepherd
-  style, never the step checker): {info["rollout_seconds"] / 60:.1f} min.
-- Verifier: initialised from the policy, a two-logit head; soft cross-entropy on the rollout
-  labels at each step end (PRM) and on the sample's outcome at its last token (ORM),
-  {info["verifier_epochs"]} epochs: {info["verifier_seconds"] / 60:.1f} min.
+  from that prefix; {_label_text(info.get("rollout_label", "soft"))} (Math-Shepherd style, never the
+  step checker): {info["rollout_seconds"] / 60:.1f} min.
+- Verifier: the policy's frozen trunk, read out into the policy's surprise at every token (the
+  log-prob of the token written, the entropy it came from, the worst slip so far in its line and
+  in the solution), then {info.get("verifier_extra_layers", 0)} fresh transformer blocks and a
+  two-logit head; cross-entropy on the rollout labels at each step end (PRM) and on the sample's
+  outcome at its last token (ORM), {info["verifier_epochs"]} epochs:
+  {info["verifier_seconds"] / 60:.1f} min.
 - Whole recipe: {info["total_seconds"] / 60:.1f} min wall time.
 
 ## Quality on the test split (held out; seed {info["seed"]})

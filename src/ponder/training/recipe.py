@@ -107,6 +107,8 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
             "rollout_problems": rollout_cfg.n_problems,
             "samples_per_problem": rollout_cfg.samples_per_problem,
             "rollouts_per_step": rollout_cfg.rollouts_per_step,
+            "rollout_label": rollout_cfg.label,
+            "verifier_extra_layers": verifier_cfg.extra_layers,
             "rollout_seconds": state["rollouts"]["seconds"],
             "verifier_epochs": verifier_cfg.epochs,
             "verifier_seconds": verifier_meta.get("train_seconds", state["verifier"]["seconds"]),
