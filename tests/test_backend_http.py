@@ -197,7 +197,7 @@ def test_requests_run_concurrently_within_the_limit(server):
         elapsed = time.monotonic() - start
     assert [len(g) for g in groups] == [2, 2, 2]
     assert server.state.max_in_flight == 2
-    assert 0.55 < elapsed < 2.0  # 6 slow requests, two at a time
+    assert elapsed > 0.55  # 6 slow requests, never more than two at a time
 
 
 # --- failures -----------------------------------------------------------------------------------

@@ -458,7 +458,10 @@ def test_a_deadline_run_reports_deadlines_met_and_accuracy(tmp_path, generator, 
     run = run_eval(config, tmp_path / "r", data, generator, verifier)
     rows = run.results()
     assert len(rows) == 4 and all(isinstance(r["deadline_met"], bool) for r in rows)
-    assert sum(r["deadline_met"] for r in rows) >= 2  # predicted from measured throughput; a busy CI may slip
+    # Whether a deadline is met depends on how busy the machine is; what must hold is that the
+    # flag says exactly whether the measured wall time fit the budget.
+    for r in rows:
+        assert r["deadline_met"] == (r["wall_s"] <= r["budget"])
     assert all(r["samples"] >= 1 for r in rows)
     text = write_report(run.path, plots=False).read_text()
     assert "## Deadlines" in text and "| majority:max_new_tokens=40 | 0.125 |" in text
