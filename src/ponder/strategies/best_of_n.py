@@ -35,7 +35,10 @@ def pick_by_score(candidates: list[Candidate], weighted: bool) -> int | None:
 @dataclass
 class BestOfN:
     temperature: float = 1.0
-    aggregation: str = "last"  # how step scores become one: last / min / prod / mean, or "orm"
+    # How step scores become one: last / min / prod / mean, or "orm". The weakest step by default:
+    # one slip sinks a chain, and on the embedded pair best-of-16 by the min step beats the last
+    # step on every level (model card).
+    aggregation: str = "min"
     weighted: bool = False
     max_new_tokens: int = 160
     name: str = "best_of_n"
