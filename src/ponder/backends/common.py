@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ponder.backends.base import SamplingParams
+from ponder.backends.base import Completion, SamplingParams
 from ponder.errors import ConfigError
 from ponder.tasks.arithmetic import STEP_DELIMITER
 
@@ -21,6 +21,20 @@ DEFAULT_STEP_DELIMITER = STEP_DELIMITER
 CHAT_BOUNDARY_TOKENS = 4
 # End-of-turn tokens of common chat templates: generation stops at any of them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+
+class ContinuationGenerator:
+    """Base of the real-model backends: each implements ``generate_continuations`` (a question
+    and the part of the answer written so far, so chat models continue their own turn), and a
+    plain ``generate`` is the case with nothing written yet."""
+
+    def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[Completion]]:
+        return self.generate_continuations(prompts, [""] * len(prompts), params)
+
+    def generate_continuations(
+        self, questions: list[str], responses: list[str], params: SamplingParams | None = None
+    ) -> list[list[Completion]]:
+        raise NotImplementedError
 
 
 def validate_params(params: SamplingParams) -> None:

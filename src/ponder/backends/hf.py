@@ -22,6 +22,7 @@ from ponder.backends.common import (
     CHAT_BOUNDARY_TOKENS,
     DEFAULT_STEP_DELIMITER,
     END_OF_TURN_TOKENS,
+    ContinuationGenerator,
     check_prompts,
     cut_at_stop,
     stop_strings,
@@ -30,7 +31,7 @@ from ponder.backends.common import (
 from ponder.errors import ConfigError, ContextLengthError, WeightsError
 
 
-class HFGenerator:
+class HFGenerator(ContinuationGenerator):
     """A :class:`~ponder.backends.base.Generator` on a transformers model and tokenizer."""
 
     prefix_stable = False  # transformers' sampler draws for the whole batch at once
@@ -130,9 +131,6 @@ class HFGenerator:
 
     def count_prompt_tokens(self, prompt: str) -> int:
         return len(self.encode(self.render(prompt))) + (CHAT_BOUNDARY_TOKENS if self.chat else 0)
-
-    def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[Completion]]:
-        return self.generate_continuations(prompts, [""] * len(prompts), params)
 
     def generate_continuations(
         self, questions: list[str], responses: list[str], params: SamplingParams | None = None

@@ -33,6 +33,7 @@ from ponder.backends.base import Completion, GenerationUsage, SamplingParams
 from ponder.backends.common import (
     CHAT_BOUNDARY_TOKENS,
     DEFAULT_STEP_DELIMITER,
+    ContinuationGenerator,
     check_prompts,
     cut_at_stop,
     render_chat,
@@ -63,7 +64,7 @@ class _Row:
     finish: str | None = None
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(ContinuationGenerator):
     """A :class:`~ponder.backends.base.Generator` on a GGUF model run by llama.cpp on the CPU."""
 
     prefix_stable = False  # batch size changes llama.cpp's rounding (see the module docstring)
@@ -198,9 +199,6 @@ class LlamaCppGenerator:
 
     def count_prompt_tokens(self, prompt: str) -> int:
         return len(self.encode(prompt)) + (CHAT_BOUNDARY_TOKENS if self.chat else 0)
-
-    def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[Completion]]:
-        return self.generate_continuations(prompts, [""] * len(prompts), params)
 
     def generate_continuations(
         self, questions: list[str], responses: list[str], params: SamplingParams | None = None

@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeVar
 from ponder.backends.base import Completion, SamplingParams
 from ponder.backends.common import (
     DEFAULT_STEP_DELIMITER,
+    ContinuationGenerator,
     check_prompts,
     cut_at_stop,
     row_seed,
@@ -178,7 +179,7 @@ class _Reply:
     has_hint: bool
 
 
-class OpenAIGenerator:
+class OpenAIGenerator(ContinuationGenerator):
     """A :class:`~ponder.backends.base.Generator` on an OpenAI-compatible server.
 
     ``base_url`` is the API root (``http://127.0.0.1:8000/v1``), ``model`` a name it serves (checked
@@ -332,9 +333,6 @@ class OpenAIGenerator:
         template's own tokens are allowed for by ``chat_overhead``."""
         extra = self.chat_overhead + len((self.system or "").encode()) if self.api == "chat" else 0
         return len(prompt.encode()) + 1 + extra
-
-    def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[Completion]]:
-        return self.generate_continuations(prompts, [""] * len(prompts), params)
 
     def generate_continuations(
         self, questions: list[str], responses: list[str], params: SamplingParams | None = None
