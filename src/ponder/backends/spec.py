@@ -99,22 +99,30 @@ GGUF_OPTIONS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def _typed(
-    scheme: str, allowed: dict[str, Callable[[str], Any]], query: dict[str, str], options: dict[str, Any]
+def typed_options(
+    owner: str, allowed: dict[str, Callable[[str], Any]], query: dict[str, str], options: dict[str, Any]
 ) -> dict[str, Any]:
+    """Options of ``owner`` (e.g. "the hf backend"): query-string values typed by ``allowed``,
+    keyword options as given; anything not in ``allowed`` is refused by name."""
     out: dict[str, Any] = {}
     for key, value in query.items():
         if key not in allowed:
-            raise ConfigError(f"unknown option {key!r} for the {scheme} backend: it takes {sorted(allowed)}")
+            raise ConfigError(f"unknown option {key!r} for {owner}: it takes {sorted(allowed)}")
         try:
             out[key] = allowed[key](value)
         except ValueError as exc:
-            raise ConfigError(f"bad value for option {key!r} of the {scheme} backend: {exc}") from exc
+            raise ConfigError(f"bad value for option {key!r} of {owner}: {exc}") from exc
     for key, value in options.items():
         if key not in allowed:
-            raise ConfigError(f"unknown option {key!r} for the {scheme} backend: it takes {sorted(allowed)}")
+            raise ConfigError(f"unknown option {key!r} for {owner}: it takes {sorted(allowed)}")
         out[key] = value
     return out
+
+
+def _typed(
+    scheme: str, allowed: dict[str, Callable[[str], Any]], query: dict[str, str], options: dict[str, Any]
+) -> dict[str, Any]:
+    return typed_options(f"the {scheme} backend", allowed, query, options)
 
 
 def _split(spec: str) -> tuple[str, dict[str, str]]:

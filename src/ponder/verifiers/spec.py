@@ -136,19 +136,9 @@ def _options(
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError as exc:
         raise ConfigError(f"malformed verifier options {query!r}: use name=value&name=value") from exc
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key not in allowed:
-            raise ConfigError(f"unknown option {key!r} for the {kind} verifier: it takes {sorted(allowed)}")
-        try:
-            out[key] = allowed[key](value)
-        except ValueError as exc:
-            raise ConfigError(f"bad value for option {key!r} of the {kind} verifier: {exc}") from exc
-    for key, value in options.items():
-        if key not in allowed:
-            raise ConfigError(f"unknown option {key!r} for the {kind} verifier: it takes {sorted(allowed)}")
-        out[key] = value
-    return body, out
+    from ponder.backends.spec import typed_options
+
+    return body, typed_options(f"the {kind} verifier", allowed, dict(pairs), options)
 
 
 def load_verifier(spec: str = DEFAULT_VERIFIER, **options: Any) -> Verifier:
