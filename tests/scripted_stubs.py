@@ -8,6 +8,7 @@ from __future__ import annotations
 from ponder.backends.base import Completion, SamplingParams
 from ponder.tasks import encode_number
 from ponder.verifiers.base import VerifierScore
+from stubs import RecordingGenerator
 
 OPEN, CLOSE, WAIT = "<think>", "</think>", "Wait"
 
@@ -25,7 +26,7 @@ def completion(text: str, finish: str, prompt: str, params: SamplingParams) -> C
     )
 
 
-class ThinkStub:
+class ThinkStub(RecordingGenerator):
     """Thinks ``think_chars`` characters ("x") after the start of the block and after each "Wait",
     then closes the block; after the block it answers ``A:`` 10 + the number of "Wait"s in its prompt.
 
@@ -43,13 +44,7 @@ class ThinkStub:
         self.think_chars = think_chars
         self.honour_stop = honour_stop
         self.strip_stop = strip_stop
-        self._num_params = num_params
-        self.calls: list[tuple[list[str], SamplingParams]] = []
-        self.completion_tokens = 0
-
-    @property
-    def num_params(self) -> int:
-        return self._num_params
+        super().__init__(num_params)
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         self.calls.append((list(prompts), params))
@@ -72,20 +67,14 @@ class ThinkStub:
         return out
 
 
-class RevisionStub:
+class RevisionStub(RecordingGenerator):
     """Attempt ``k`` (``k`` = the ``R:`` lines in its prompt) of sample ``s`` answers ``10 + k`` after a
     step line naming ``k`` and ``s``; ``context_length`` is optional."""
 
     def __init__(self, num_params: int = 1000, context_length: int | None = None) -> None:
-        self._num_params = num_params
+        super().__init__(num_params)
         if context_length is not None:
             self.context_length = context_length
-        self.calls: list[tuple[list[str], SamplingParams]] = []
-        self.completion_tokens = 0
-
-    @property
-    def num_params(self) -> int:
-        return self._num_params
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         self.calls.append((list(prompts), params))

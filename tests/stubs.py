@@ -46,19 +46,27 @@ def _rng(*parts: object) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little"))
 
 
-class StepStub:
-    """A generator that writes one line per step, chosen by ``chooser``; one token per character,
-    the prompt counted once per call with one extra (``<bos>``) token, like the embedded policy."""
+class RecordingGenerator:
+    """What every scripted test generator shares: a parameter count, the calls it received and
+    the tokens it emitted (for checking the accounting)."""
 
-    def __init__(self, chooser: Chooser, num_params: int = 1000) -> None:
-        self.chooser = chooser
+    def __init__(self, num_params: int = 1000) -> None:
         self._num_params = num_params
         self.calls: list[tuple[list[str], SamplingParams]] = []
-        self.completion_tokens = 0  # every token it emitted, for checking the accounting
+        self.completion_tokens = 0
 
     @property
     def num_params(self) -> int:
         return self._num_params
+
+
+class StepStub(RecordingGenerator):
+    """A generator that writes one line per step, chosen by ``chooser``; one token per character,
+    the prompt counted once per call with one extra (``<bos>``) token, like the embedded policy."""
+
+    def __init__(self, chooser: Chooser, num_params: int = 1000) -> None:
+        super().__init__(num_params)
+        self.chooser = chooser
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         self.calls.append((list(prompts), params))

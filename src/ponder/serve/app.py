@@ -626,6 +626,16 @@ def create_app(config: ServeConfig | None = None, models: dict[str, ServedModel]
         log_response(server, rid, out)
         return JSONResponse(out)
 
+    async def open_request(request: Request, schema: type) -> tuple[Any, Any, Any]:
+        """The validated body, its model and its strategy prefix; refuses what the server lacks."""
+        body = await read_body(request, schema)
+        unsupported = body.unsupported()
+        if unsupported:
+            raise bad_request(f"{unsupported}: not supported by this server", unsupported, "unsupported")
+        model, prefix = resolve_model(body.model, server.models)
+        check_n(model, body.n)
+        return body, model, prefix
+
     @app.post(
         "/v1/chat/completions",
         response_model=None,
@@ -635,12 +645,7 @@ def create_app(config: ServeConfig | None = None, models: dict[str, ServedModel]
         openapi_extra=json_body(ChatCompletionRequest),
     )
     async def chat_completions(request: Request) -> Response:
-        body = await read_body(request, ChatCompletionRequest)
-        unsupported = body.unsupported()
-        if unsupported:
-            raise bad_request(f"{unsupported}: not supported by this server", unsupported, "unsupported")
-        model, prefix = resolve_model(body.model, server.models)
-        check_n(model, body.n)
+        body, model, prefix = await open_request(request, ChatCompletionRequest)
         messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
         check_size(sum(len(m["content"]) for m in messages), "messages")
         prompt = model.chat_prompt(messages)
@@ -663,12 +668,7 @@ def create_app(config: ServeConfig | None = None, models: dict[str, ServedModel]
         openapi_extra=json_body(CompletionRequest),
     )
     async def completions(request: Request) -> Response:
-        body = await read_body(request, CompletionRequest)
-        unsupported = body.unsupported()
-        if unsupported:
-            raise bad_request(f"{unsupported}: not supported by this server", unsupported, "unsupported")
-        model, prefix = resolve_model(body.model, server.models)
-        check_n(model, body.n)
+        body, model, prefix = await open_request(request, CompletionRequest)
         texts = body.prompts()
         if len(texts) > config.max_prompts:
             raise bad_request(
