@@ -32,6 +32,19 @@ def test_shipped_files_are_present_and_small():
     assert "ponder train all" in card and "AUROC" in card
     metrics = json.loads((WEIGHTS_DIR / "card.json").read_text())["metrics"]
     assert set(metrics["greedy"]) == {"1", "2", "3", "4", "5"}
+    # Every figure of the card is the measured one, not a placeholder.
+    assert "nan" not in card.lower() and "n/a" not in card
+    greedy_l1 = f"| policy greedy | {metrics['greedy']['1']:.1%} |"
+    assert greedy_l1 in card
+
+
+def test_the_card_renders_the_same_from_its_json(tmp_path):
+    from ponder.training.card import load_card, write_card
+
+    metrics, info = load_card(WEIGHTS_DIR / "card.json")
+    assert all(isinstance(level, int) for level in metrics.greedy)
+    write_card(tmp_path / "MODEL_CARD.md", metrics, info)
+    assert (tmp_path / "MODEL_CARD.md").read_text() == (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
 
 
 def test_policy_solves_easy_problems_and_not_all_hard_ones(policy):

@@ -118,13 +118,41 @@ def measure(
     return m
 
 
-def _row(name: str, values: dict[int, float]) -> str:
-    return f"| {name} | " + " | ".join(f"{values.get(lv, float('nan')):.1%}" for lv in sorted(LEVELS)) + " |"
+def _by_level(values: dict) -> dict[int, float]:
+    """Per-level values keyed by int level (JSON round trips turn the keys into strings)."""
+    return {int(k): float(v) for k, v in values.items()}
+
+
+def _row(name: str, values: dict) -> str:
+    by_level = _by_level(values)
+    cells = (f"{by_level[lv]:.1%}" if lv in by_level else "n/a" for lv in sorted(LEVELS))
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def load_card(path: Path) -> tuple[CardMetrics, dict]:
+    """The metrics and training facts saved beside a model card (``card.json``)."""
+    data = json.loads(Path(path).read_text())
+    metrics = CardMetrics(**data["metrics"])
+    for name, value in vars(metrics).items():
+        if isinstance(value, dict):
+            setattr(metrics, name, _by_level(value))
+    return metrics, data["info"]
 
 
 def _model_row(title: str, file: str, info: dict, key: str) -> str:
     size = info[f"{key}_bytes"] / 1e6
     return f"| {title} | `{file}` | {info[f'{key}_params']:,} | {info[f'{key}_shape']} | {size:.2f} MB |"
+
+
+def _policy_steps_text(info: dict) -> str:
+    """How long the policy trained: the steps it ran, and why it stopped before the plan."""
+    planned, batch = info["policy_steps"], info["policy_batch"]
+    history = info.get("policy_train_history") or []
+    trained = history[-1]["step"] if history else planned
+    if trained >= planned:
+        return f"{planned} steps of {batch}"
+    why = info.get("policy_stop_reason") or "the early-stop rule on dev greedy accuracy"
+    return f"{trained} steps of {batch} (of {planned} planned; stopped by {why})"
 
 
 def _label_text(label: str) -> str:
@@ -162,7 +190,7 @@ written least-significant digit first and zero-padded to the level's width.
 ## Training
 - Command: `{info["command"]}` (seed {info["seed"]}), on {info["cores"]} CPU cores.
 - Policy: next-token loss on reference solutions of fresh train-split problems,
-  {info["policy_steps"]} steps of {info["policy_batch"]}: {info["policy_seconds"] / 60:.1f} min.
+  {_policy_steps_text(info)}: {info["policy_seconds"] / 60:.1f} min.
 - Rollout labels: the policy samples {info["samples_per_problem"]} solutions for each of
   {info["rollout_problems"]} train problems; after every step, {info["rollouts_per_step"]} rollouts
   from that prefix; {_label_text(info.get("rollout_label", "soft"))} (Math-Shepherd style, never the
@@ -192,7 +220,7 @@ Greedy accuracy uses {metrics.n_greedy_per_level} problems per level; the sample
 Verifier quality (the truth for a step is the step checker: every step so far is right; for the
 answer line, the answer is right):
 - PRM step-level AUROC: **{metrics.prm_step_auroc:.3f}** overall; per level
-  {", ".join(f"L{lv} {v:.3f}" for lv, v in metrics.prm_step_auroc_per_level.items())}.
+  {", ".join(f"L{lv} {v:.3f}" for lv, v in sorted(_by_level(metrics.prm_step_auroc_per_level).items()))}.
 - ORM AUROC (right vs. wrong final answer): **{metrics.orm_auroc:.3f}**.
 
 ## Limits

@@ -44,6 +44,12 @@ def _stage(state: dict, state_file: Path, name: str, fn, log) -> None:
     state_file.write_text(json.dumps(state, indent=1))
 
 
+def _last_stop_reason(history: list[dict], cfg: PolicyTrainConfig) -> str | None:
+    from ponder.training.train_policy import stop_reason
+
+    return stop_reason(history[-1]["dev_greedy"], cfg) if history else None
+
+
 def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     from ponder.backends.embedded import EmbeddedGenerator
     from ponder.training.card import measure, write_card
@@ -113,6 +119,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
             "verifier_epochs": verifier_cfg.epochs,
             "verifier_seconds": verifier_meta.get("train_seconds", state["verifier"]["seconds"]),
             "policy_train_history": policy_meta.get("history", []),
+            "policy_stop_reason": _last_stop_reason(policy_meta.get("history", []), policy_cfg),
             "python": sys.version.split()[0],
         }
         info["total_seconds"] = info["policy_seconds"] + info["rollout_seconds"] + info["verifier_seconds"]
