@@ -341,9 +341,10 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"ponder's own overhead (ponder -> upstream minus direct upstream): **p50 {over['p50_ms']:.2f} ms**, "
         f"p90 {over['p90_ms']:.2f} ms ({verdict} the goal of <= 2 ms p50). Of the p50, ponder's HTTP "
-        f"backend (the openai client in its own event loop, vs. a bare httpx call) accounts for "
-        f"{seq['overhead_of_backend']['p50_ms']:.2f} ms and the server (HTTP, validation, queue, worker "
-        f"thread, response) for {seq['overhead_of_server']['p50_ms']:.2f} ms.",
+        f"backend called from a plain thread (its openai client in its own event loop, vs. a bare "
+        f"httpx call) takes {seq['overhead_of_backend']['p50_ms']:.2f} ms, and the server (HTTP, "
+        f"validation, queue, the search on the server's event loop awaiting the upstream, response) "
+        f"the other {seq['overhead_of_server']['p50_ms']:.2f} ms.",
     ]
     if "cpu" in result:
         cpu = result["cpu"]
@@ -359,9 +360,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "Everything ponder serve does for a request to the upstream (HTTP in and out, validation, "
-            "queue, worker thread, strategy, its HTTP backend) costs "
+            "queue, strategy, its HTTP backend) costs "
             f"**{cpu['ponder -> upstream']['ponder_cpu_ms']:.2f} ms of CPU**; the wall-time overhead "
-            "exceeds it by the wake-ups of the threads involved, which grow with the machine's load.",
+            "exceeds it by the wake-ups of the processes involved, which grow with the machine's load.",
         ]
     lines += [
         "",

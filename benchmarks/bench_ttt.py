@@ -7,6 +7,7 @@ restores the weights:
 
   none            no fine-tuning (the baseline)
   nn              the k nearest neighbours (cosine of the policy's mean-pooled hidden states)
+  random          k examples drawn uniformly (seeded per prompt): the control for what selection adds
   sift            SIFT's greedy posterior-variance selection, k examples
   sift-adaptive   SIFT, stopping once the posterior variance is <= --threshold
 
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     configs = {
         "none": TTTConfig(select="none", **base),
         "nn": TTTConfig(select="nn", **base),
+        "random": TTTConfig(select="random", **base),
         "sift": TTTConfig(select="sift", **base),
         "sift-adaptive": TTTConfig(select="sift", threshold=args.threshold, **base),
     }
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = [
         ("none", "greedy", greedy, Budget(samples=1)),
         ("nn", "greedy", greedy, Budget(samples=1)),
+        ("random", "greedy", greedy, Budget(samples=1)),
         ("sift", "greedy", greedy, Budget(samples=1)),
         ("sift-adaptive", "greedy", greedy, Budget(samples=1)),
         ("none", f"{args.search}@{args.samples}", search, Budget(samples=args.samples)),

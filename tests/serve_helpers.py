@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,11 @@ import yaml
 
 INSTANT = "python:ponder.serve.testing:InstantGenerator"
 WORDY = "python:serve_helpers:WordyGenerator"
+WHERE = "python:serve_helpers:WhereGenerator"
 INSTANT_VERIFIER = "python:ponder.serve.testing:InstantVerifier"
+# The same with async twins (agenerate, ascore): their searches run on the server's event loop.
+ASYNC_INSTANT = "python:ponder.serve.testing:AsyncInstantGenerator"
+ASYNC_INSTANT_VERIFIER = "python:ponder.serve.testing:AsyncInstantVerifier"
 
 
 def free_port() -> int:
@@ -107,3 +112,23 @@ class WordyGenerator:
             return Completion(text, [0] * len(text), [0.0] * len(text), "eos", len(p) + 1)
 
         return [[one(p, s) for s in range(params.n)] for p in prompts]
+
+
+class WhereGenerator:
+    """An instant generator with an async twin that records which of its methods ran, on which
+    thread: where the server ran the search."""
+
+    def __init__(self) -> None:
+        from ponder.serve.testing import AsyncInstantGenerator
+
+        self._inner = AsyncInstantGenerator()
+        self.num_params = self._inner.num_params
+        self.calls: list[tuple[str, str]] = []
+
+    def generate(self, prompts, params):
+        self.calls.append(("generate", threading.current_thread().name))
+        return self._inner.generate(prompts, params)
+
+    async def agenerate(self, prompts, params):
+        self.calls.append(("agenerate", threading.current_thread().name))
+        return await self._inner.agenerate(prompts, params)

@@ -4,6 +4,7 @@ every strategy running on it."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import time
@@ -198,6 +199,27 @@ def test_requests_run_concurrently_within_the_limit(server):
     assert [len(g) for g in groups] == [2, 2, 2]
     assert server.state.max_in_flight == 2
     assert elapsed > 0.55  # 6 slow requests, never more than two at a time
+
+
+def test_async_callers_await_on_their_own_loop_with_a_client_of_its_own(server):
+    params = SamplingParams(n=3, seed=7, max_new_tokens=64)
+    with make(server, max_concurrency=2) as gen:
+        want = gen.generate([PROMPT, PROMPT], params)
+
+        async def on_this_loop():
+            return await gen.agenerate([PROMPT, PROMPT], params), asyncio.get_running_loop()
+
+        for _ in range(2):  # a second loop gets a new client; the closed first one's is dropped
+            got, loop = asyncio.run(on_this_loop())
+            assert [[c.text for c in g] for g in got] == [[c.text for c in g] for g in want]
+            assert got[0][0].prompt_tokens == want[0][0].prompt_tokens
+            assert list(gen._sessions) == [loop]
+        step = asyncio.run(gen.agenerate_continuations([PROMPT], [""], SamplingParams(stop_at_step=True)))
+        assert step[0][0].finish_reason == "stop" and step[0][0].text.endswith("\n")
+        with pytest.raises(ConfigError, match="n must be at least 1"):
+            asyncio.run(gen.agenerate([PROMPT], SamplingParams(n=0)))
+    with pytest.raises(ConfigError, match="closed"):
+        asyncio.run(gen.agenerate([PROMPT]))
 
 
 # --- failures -----------------------------------------------------------------------------------

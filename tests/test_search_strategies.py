@@ -431,3 +431,39 @@ def test_search_on_the_tiny_models_reuses_prefixes_and_counts_what_ran(flat_gene
             assert p == PROMPT or p[len(PROMPT) :] in texts or params.temperature == 0
     assert all(cand.score is None or 0.0 <= cand.score <= 1.0 for cand in result.candidates)
     assert result.trace and result.trace[-1] != ""
+
+
+# --- other datasets' answer formats -----------------------------------------------------------------
+
+
+class BoxedStub(StepStub):
+    """A MATH-style writer: two plain steps, then "So it is \\boxed{7}." and the end of its text (no
+    ``A:`` line), as real models answer MATH problems."""
+
+    def __init__(self) -> None:
+        def choose(lines, i, n, rng, greedy):
+            return f"step {len(lines)}{MARK if i == 0 else ''}" if len(lines) < 2 else "So it is \\boxed{7}."
+
+        super().__init__(choose)
+
+    def _continue(self, lines, i, params, rng):
+        line = self.chooser(lines, i, params.n, rng, params.temperature == 0)
+        if "\\boxed" in line:
+            return line, "eos"
+        if params.stop_at_step:
+            return line + "\n", "stop"
+        return line + "\n" + self._continue([*lines, line], i, params, rng)[0], "eos"
+
+
+@pytest.mark.parametrize("name", [*SEARCHES, "mcts"])
+def test_step_search_answers_in_a_datasets_own_format(name):
+    """With MATH's answer format in force, a path the model ends with a readable final answer is
+    answered; the built-in task's rule (an A: line) would leave every such path unanswered."""
+    from ponder.eval.datasets import AnswerFormat
+
+    with AnswerFormat("math").strategy_context():
+        result = make_strategy(name).run(PROMPT, BoxedStub(), MarkerVerifier(), Budget(samples=4), seed=0)
+    assert result.answer == "7"
+    assert any(c.answer == "7" and not c.partial for c in result.candidates)
+    builtin = make_strategy(name).run(PROMPT, BoxedStub(), MarkerVerifier(), Budget(samples=4), seed=0)
+    assert builtin.answer is None

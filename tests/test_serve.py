@@ -2,7 +2,9 @@
 
 One server runs for the whole module: the embedded model (small budgets), instant stub models
 (``ponder.serve.testing``) for exact answers, a slow one for queueing and cancellation, and failing
-ones for upstream errors. Its API key comes from the environment (PONDER_API_KEY).
+ones for upstream errors. Its API key comes from the environment (PONDER_API_KEY). The ``-async``
+twins of the stubs have async model calls, as HTTP backends do: their searches run on the server's
+event loop rather than in worker threads, and must behave the same.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from serve_helpers import INSTANT, INSTANT_VERIFIER, ServerProcess
+from serve_helpers import ASYNC_INSTANT, ASYNC_INSTANT_VERIFIER, INSTANT, INSTANT_VERIFIER, ServerProcess
 
 KEY = "test-key-3f9a1c"
 QUESTION = "48+27-13"  # = 62
@@ -53,6 +55,17 @@ CONFIG = {
         {"name": "hanging", "backend": INSTANT, "options": {"fail": "timeout"}, "verifier": None},
     ],
 }
+_SYNC_STUBS = {"instant", "slow", "down", "hanging"}
+CONFIG["models"] += [
+    {
+        **m,
+        "name": m["name"] + "-async",
+        "backend": ASYNC_INSTANT,
+        **({"verifier": ASYNC_INSTANT_VERIFIER} if m["verifier"] else {}),
+    }
+    for m in CONFIG["models"]
+    if m["name"] in _SYNC_STUBS
+]
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +125,11 @@ def test_model_prefix_picks_strategy_and_budget_and_usage_counts_the_verifier(cl
     assert r.usage.prompt_tokens > info["spent"]["policy_prompt_tokens"]
 
 
-def test_extra_body_sets_strategy_budget_and_returns_scored_candidates(client):
+@pytest.mark.parametrize("model", ["instant", "instant-async"])
+def test_extra_body_sets_strategy_budget_and_returns_scored_candidates(client, model):
     r = ask(
         client,
-        "instant",
+        model,
         seed=3,
         extra_body={"ponder": {"strategy": "best_of_n", "budget": {"samples": 6}, "return_candidates": True}},
     )
@@ -129,8 +143,9 @@ def test_extra_body_sets_strategy_budget_and_returns_scored_candidates(client):
     check_usage(r.usage, info)
 
 
-def test_n_returns_the_top_distinct_answers_best_first(client):
-    r = ask(client, "majority-9/instant", n=3, seed=0)
+@pytest.mark.parametrize("model", ["instant", "instant-async"])
+def test_n_returns_the_top_distinct_answers_best_first(client, model):
+    r = ask(client, f"majority-9/{model}", n=3, seed=0)
     answers = [c.message.content.splitlines()[-1] for c in r.choices]
     assert answers == ["A:62", "A:63", "A:64"]
     assert [c.index for c in r.choices] == [0, 1, 2]
@@ -170,10 +185,11 @@ def test_stop_sequences_cut_the_answer(client):
 # --- streaming ------------------------------------------------------------------------------------
 
 
-def test_chat_stream_sends_progress_then_the_answer_then_usage(client):
+@pytest.mark.parametrize("model", ["slow", "slow-async"])
+def test_chat_stream_sends_progress_then_the_answer_then_usage(client, model):
     kwargs = dict(seed=5, extra_body={"ponder": {"strategy": "adaptive-majority-4"}})
-    plain = ask(client, "slow", **kwargs)
-    chunks = list(ask(client, "slow", stream=True, stream_options={"include_usage": True}, **kwargs))
+    plain = ask(client, model, **kwargs)
+    chunks = list(ask(client, model, stream=True, stream_options={"include_usage": True}, **kwargs))
     events = [getattr(c, "ponder", None) or {} for c in chunks]
     assert events[0]["event"] == "started" and chunks[0].choices[0].delta.role == "assistant"
     assert any(e.get("event") == "progress" for e in events)
@@ -290,18 +306,20 @@ def test_malformed_json_and_oversized_bodies(server):
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-def test_upstream_failures_are_502_and_504(client):
+@pytest.mark.parametrize("suffix", ["", "-async"])
+def test_upstream_failures_are_502_and_504(client, suffix):
     with pytest.raises(openai.InternalServerError) as info:
-        ask(client, "down")
+        ask(client, "down" + suffix)
     assert info.value.status_code == 502 and "refused the connection" in error_of(info.value)["message"]
     with pytest.raises(openai.APIStatusError) as info:
-        ask(client, "hanging")
+        ask(client, "hanging" + suffix)
     assert info.value.status_code == 504 and error_of(info.value)["code"] == "upstream_timeout"
 
 
-def test_stream_errors_arrive_as_an_error_event(client):
+@pytest.mark.parametrize("model", ["down", "down-async"])
+def test_stream_errors_arrive_as_an_error_event(client, model):
     with pytest.raises(openai.APIError, match="refused the connection"):
-        list(ask(client, "down", stream=True))
+        list(ask(client, model, stream=True))
 
 
 # --- auth -----------------------------------------------------------------------------------------
@@ -316,6 +334,12 @@ def test_api_key_is_required(server):
         assert (key or "x") not in error_of(info.value)["message"]
     r = httpx.post(server.base_url + "/v1/chat/completions", json={"model": "embedded", "messages": []})
     assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    r = httpx.post(
+        server.base_url + "/v1/completions",
+        json={"model": "instant", "prompt": QUESTION},
+        headers={"Authorization": "Bearer wrong-key"},
+    )
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(server.base_url + "/health").status_code == 200  # open for load balancers
 
 
@@ -333,17 +357,21 @@ def test_models_health_and_openapi(client, server):
     assert health["status"] == "ok" and health["max_concurrency"] == 2 and health["max_queue"] == 2
     spec = httpx.get(server.base_url + "/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health"} <= set(spec["paths"])
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/models"):
+        operation = next(iter(spec["paths"][path].values()))
+        assert operation["security"] == [{"HTTPBearer": []}], path
 
 
 # --- load limits and cancellation -------------------------------------------------------------------
 
 
-def slow_stream(http: httpx.Client, server, stack: contextlib.ExitStack):
+def slow_stream(http: httpx.Client, server, stack: contextlib.ExitStack, model: str = "slow"):
     response = stack.enter_context(
         http.stream(
             "POST",
             server.base_url + "/v1/chat/completions",
-            json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": QUESTION}]},
+            json={"model": model, "stream": True, "messages": [{"role": "user", "content": QUESTION}]},
             headers={"Authorization": f"Bearer {KEY}"},
         )
     )
@@ -351,11 +379,12 @@ def slow_stream(http: httpx.Client, server, stack: contextlib.ExitStack):
     return response
 
 
-def test_beyond_the_queue_is_429_with_retry_after_and_leaving_frees_the_workers(client, server):
+@pytest.mark.parametrize("model", ["slow", "slow-async"])
+def test_beyond_the_queue_is_429_with_retry_after_and_leaving_frees_the_workers(client, server, model):
     before = server.wait_idle()
     with httpx.Client(timeout=30) as http, contextlib.ExitStack() as stack:
         for _ in range(4):  # 2 running + 2 queued fill the server
-            slow_stream(http, server, stack)
+            slow_stream(http, server, stack, model)
         state = server.health()
         assert state["running"] + state["queued"] == 4
         with pytest.raises(openai.RateLimitError) as info:
@@ -370,13 +399,14 @@ def test_beyond_the_queue_is_429_with_retry_after_and_leaving_frees_the_workers(
     assert ask(client, "greedy/instant").choices[0].message.content.endswith("A:62")
 
 
-def test_a_client_that_disconnects_cancels_its_search(server):
+@pytest.mark.parametrize("model", ["slow", "slow-async"])
+def test_a_client_that_disconnects_cancels_its_search(server, model):
     before = server.wait_idle()
     started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
             server.base_url + "/v1/chat/completions",
-            json={"model": "slow", "messages": [{"role": "user", "content": QUESTION}]},
+            json={"model": model, "messages": [{"role": "user", "content": QUESTION}]},
             headers={"Authorization": f"Bearer {KEY}"},
             timeout=httpx.Timeout(5.0, read=0.6),
         )
@@ -385,10 +415,11 @@ def test_a_client_that_disconnects_cancels_its_search(server):
     assert after["cancelled"] == before["cancelled"] + 1
 
 
-def test_a_stream_client_that_disconnects_cancels_its_search(server):
+@pytest.mark.parametrize("model", ["slow", "slow-async"])
+def test_a_stream_client_that_disconnects_cancels_its_search(server, model):
     before = server.wait_idle()
     with httpx.Client(timeout=30) as http, contextlib.ExitStack() as stack:
-        response = slow_stream(http, server, stack)
+        response = slow_stream(http, server, stack, model)
         for line in response.iter_lines():
             if '"event":"progress"' in line:
                 break  # the search is under way: leave

@@ -16,12 +16,12 @@ from ponder.serve.app import create_app
 from ponder.serve.config import load_config, parse_config
 from ponder.serve.errors import APIError
 from ponder.serve.models import load_models
-from ponder.serve.pool import Overloaded, SearchPool
+from ponder.serve.pool import Overloaded, SearchPool, await_from_search, run_on_loop
 from ponder.serve.responses import rank_answers
 from ponder.serve.routing import parse_strategy, plan_search, resolve_model
 from ponder.serve.schemas import PonderOptions
 from ponder.strategies.base import Candidate, Compute, StrategyResult
-from serve_helpers import INSTANT, INSTANT_VERIFIER, WORDY
+from serve_helpers import ASYNC_INSTANT, ASYNC_INSTANT_VERIFIER, INSTANT, INSTANT_VERIFIER, WHERE, WORDY
 
 
 def instant_entry(name: str = "instant", **extra) -> dict:
@@ -189,6 +189,91 @@ def test_an_openai_compatible_upstream_behind_the_server():
             r = client.post("/v1/chat/completions", json={"model": "greedy/remote", **ask})
             assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
             assert f"127.0.0.1:{port}" in r.json()["error"]["message"]
+
+
+def test_searches_run_on_the_event_loop_only_when_every_model_call_is_async():
+    config = parse_config(
+        {
+            "models": [
+                instant_entry("sync"),
+                instant_entry("async", backend=ASYNC_INSTANT, verifier=ASYNC_INSTANT_VERIFIER),
+                instant_entry("async-gen", backend=ASYNC_INSTANT),  # its verifier is synchronous
+            ]
+        }
+    )
+    models = load_models(config)
+
+    def on_loop(name: str, strategy: str) -> bool:
+        model, _ = resolve_model(name, models)
+        return plan_search(
+            model, None, PonderOptions(strategy=strategy), temperature=None, max_tokens=None, seed=0
+        ).on_loop
+
+    assert not on_loop("sync", "majority") and not on_loop("sync", "beam_search")
+    assert on_loop("async", "majority") and on_loop("async", "beam_search")
+    assert on_loop("async-gen", "majority")  # no verifier runs
+    assert not on_loop("async-gen", "beam_search")  # the verifier would block the loop
+    # Strategies that may block besides their model calls stay in worker threads.
+    assert not on_loop("async", "cascade") and not on_loop("async", "compute_optimal")
+
+
+def test_an_async_model_is_called_on_the_event_loop_and_a_sync_one_in_a_worker():
+    config = parse_config(
+        {
+            "models": [
+                instant_entry("where", backend=WHERE, verifier=None, strategy="majority"),
+                instant_entry("where-scored", backend=WHERE),  # a synchronous verifier
+            ]
+        }
+    )
+    models = load_models(config)
+    with TestClient(create_app(config, models)) as client:
+        for name in ("where", "beam-4/where-scored"):
+            r = client.post(
+                "/v1/chat/completions",
+                json={"model": name, "messages": [{"role": "user", "content": "1+2"}], "seed": 0},
+            )
+            assert r.status_code == 200, r.text
+    on_loop, in_worker = models["where"].generator.calls, models["where-scored"].generator.calls
+    assert on_loop and {method for method, _ in on_loop} == {"agenerate"}
+    assert not any(thread.startswith("ponder-search") for _, thread in on_loop)
+    assert in_worker and {method for method, _ in in_worker} == {"generate"}
+    assert all(thread.startswith("ponder-search") for _, thread in in_worker)
+
+
+def test_run_on_loop_awaits_for_the_search_and_raises_into_it():
+    import threading
+
+    async def fail() -> None:
+        raise ValueError("upstream says no")
+
+    def search() -> tuple[int, threading.Thread]:
+        got = await_from_search(asyncio.sleep(0, result=41))
+        with pytest.raises(ValueError, match="says no"):
+            await_from_search(fail())
+        return got + 1, threading.current_thread()
+
+    seen: list[BaseException] = []
+
+    def waits_forever() -> None:
+        try:
+            await_from_search(asyncio.sleep(60))
+        except BaseException as exc:
+            seen.append(exc)
+            raise
+
+    async def main() -> None:
+        assert await run_on_loop(search) == (42, threading.current_thread())
+        task = asyncio.ensure_future(run_on_loop(waits_forever))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(seen) == 1 and isinstance(seen[0], asyncio.CancelledError)
+
+    asyncio.run(main())
+    with pytest.raises(RuntimeError, match="only for a search running on the event loop"):
+        await_from_search(asyncio.sleep(0))
 
 
 def test_pool_refuses_beyond_its_queue_with_a_retry_time():

@@ -14,7 +14,13 @@ from conftest import lively, tiny_model
 from ponder.backends.embedded import EmbeddedGenerator
 from ponder.errors import ConfigError
 from ponder.strategies import Budget, make_strategy
-from ponder.training.sift import nearest_neighbours, normalize_rows, posterior_variance, sift_select
+from ponder.training.sift import (
+    nearest_neighbours,
+    normalize_rows,
+    posterior_variance,
+    random_selection,
+    sift_select,
+)
 from ponder.training.ttt import (
     EmbeddedTunable,
     Example,
@@ -80,6 +86,22 @@ def test_sift_skips_duplicates_that_nearest_neighbours_picks():
     sift = sift_select(query, corpus, 3, lam=0.1)
     assert sift.indices[:2] == [0, 3]  # one copy, then the novel example
     assert sift.variances[2] < nn.variances[2]  # and it leaves less uncertainty
+
+
+def test_random_selection_is_the_seeded_uniform_control():
+    rng = np.random.default_rng(0)
+    corpus = normalize_rows(rng.normal(size=(50, 8)))
+    query = normalize_rows(rng.normal(size=8))
+    sel = random_selection(query, corpus, 10, seed=1)
+    assert len(set(sel.indices)) == 10 and all(0 <= i < 50 for i in sel.indices)
+    assert sel.indices == random_selection(query, corpus, 10, seed=1).indices
+    assert sel.indices != random_selection(query, corpus, 10, seed=2).indices
+    assert sel.indices != nearest_neighbours(query, corpus, 10).indices
+    # It reads on SIFT's scale, and SIFT (greedy on that scale) ends lower.
+    assert sel.variances[0] == pytest.approx(1.0)
+    assert sift_select(query, corpus, 10).final_variance <= sel.final_variance
+    with pytest.raises(ConfigError, match="larger than the corpus"):
+        random_selection(query, corpus, 51)
 
 
 def test_sift_may_repeat_an_example_when_nothing_else_is_informative():
@@ -212,13 +234,14 @@ def test_sift_nn_and_none_differ_only_in_what_they_pick(corpus):
     gen = fresh_generator(seed=4)
     prompt = task_corpus("test", n_per_level=1, levels=(2,))[0].prompt
     picks = {}
-    for select in ("sift", "nn", "none"):
+    for select in ("sift", "nn", "random", "none"):
         trainer = TestTimeTrainer(gen, corpus, TTTConfig(select=select, k=3))
         result = trainer.solve(prompt, make_strategy("greedy"), Budget(samples=1))
         picks[select] = result.selection.indices
         assert result.compute.train_steps == len(result.selection.indices)
     assert picks["none"] == [] and len(picks["nn"]) == len(set(picks["nn"])) == 3
     assert picks["sift"][0] == picks["nn"][0]  # both start from the most similar example
+    assert len(set(picks["random"])) == 3 and picks["random"] != picks["nn"]
 
 
 def test_adaptive_stopping_trains_less_on_a_covered_prompt(corpus):
@@ -284,7 +307,7 @@ def test_empty_corpus_and_oversized_k_are_refused(corpus):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (dict(select="random"), "select must be one of"),
+        (dict(select="bayes"), "select must be one of"),
         (dict(mode="half"), "mode must be one of"),
         (dict(k=0), "k must be a whole number >= 1"),
         (dict(threshold=2.0), "threshold must be in"),

@@ -29,7 +29,7 @@ def test_ttt_prints_the_selection_the_answer_and_the_compute():
     ("args", "message"),
     [
         (["--k", "30", "--corpus-per-level", "5"], "k=30 is larger than the corpus (25 examples)"),
-        (["--select", "random"], "select must be one of"),
+        (["--select", "bayes"], "select must be one of"),
         (["--corpus", "/nonexistent/corpus.jsonl"], "corpus file /nonexistent/corpus.jsonl does not exist"),
         (["--embedder", "glove"], "unknown embedder 'glove'"),
     ],

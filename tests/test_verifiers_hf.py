@@ -19,12 +19,21 @@ import torch  # noqa: E402
 from ponder.errors import ConfigError  # noqa: E402
 from ponder.strategies import Budget, make_strategy  # noqa: E402
 from ponder.verifiers.base import Verifier  # noqa: E402
-from ponder.verifiers.formats import qwen_messages, shepherd_text, split_steps  # noqa: E402
-from ponder.verifiers.hf import QwenPRM, SequenceORM, ShepherdPRM, load_hf_verifier  # noqa: E402
+from ponder.verifiers.formats import qwen_messages, rlhflow_messages, shepherd_text, split_steps  # noqa: E402
+from ponder.verifiers.hf import QwenPRM, RLHFlowPRM, SequenceORM, ShepherdPRM, load_hf_verifier  # noqa: E402
 from ponder.verifiers.judge import HFJudgeVerifier, answer_token_ids  # noqa: E402
 from ponder.verifiers.spec import load_verifier  # noqa: E402
 from stubs import PROMPT, StepStub, one_marked_per_call  # noqa: E402
-from tiny_prm import final_hidden, isolate_tokens, judge_model, orm_model, qwen_model, save, shepherd_model  # noqa: E402
+from tiny_prm import (  # noqa: E402
+    final_hidden,
+    isolate_tokens,
+    judge_model,
+    orm_model,
+    qwen_model,
+    rlhflow_model,
+    save,
+    shepherd_model,
+)
 
 QUESTION = "Q:84+72-31\n"
 SOLUTIONS = ["84+72=57\n57-31=26\nA:26", "84+72=57\n", "84+72=56\n56-31=25\n\nA:25", "1\n2\n3\n4\nA:4", "x"]
@@ -426,3 +435,74 @@ def test_hf_judge_forced_logits_give_the_exact_yes_probability(dirs):
     assert isinstance(loaded, HFJudgeVerifier) and loaded.mode == "steps"
     with pytest.raises(ConfigError, match="cannot tell yes from no"):
         answer_token_ids(tok, ("Yes",), ("Yes!",))  # both start with the token "Yes"
+
+
+# --- RLHFlow (steps as chat turns answered "+") -------------------------------------------------
+
+
+def rlhflow_reference(model, tok, question: str, steps: list[str]) -> list[float]:
+    """RLHFlow's evaluation code (math-rm/prm_evaluate.py): one conversation per step, grown turn by
+    turn, and P(+) of the softmax over {+, -} at position -3 (the token before the last "+")."""
+    good, bad = tok.encode("+", add_special_tokens=False)[-1], tok.encode("-", add_special_tokens=False)[-1]
+    conversation, scores = [], []
+    for k, step in enumerate(steps):
+        conversation.append({"role": "user", "content": f"{question} {step}" if k == 0 else step})
+        conversation.append({"role": "assistant", "content": "+"})
+        text = tok.apply_chat_template(conversation, tokenize=False)
+        ids = torch.tensor([tok.encode(text, add_special_tokens=False)])
+        with torch.no_grad():
+            scores.append(model(ids).logits[0, -3, [good, bad]].softmax(dim=-1)[0].item())
+    return scores
+
+
+def test_rlhflow_messages_make_each_step_a_user_turn_answered_plus():
+    assert rlhflow_messages("Q?", ["a", "b"]) == [
+        {"role": "user", "content": "Q? a"},
+        {"role": "assistant", "content": "+"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "+"},
+    ]
+
+
+def test_rlhflow_scores_match_rlhflows_own_code_in_one_pass():
+    model, tok = rlhflow_model()
+    prm = RLHFlowPRM(model, tok)
+    # Steps holding "+" and "-" themselves: only the assistant's labels are read.
+    for solution in [*SOLUTIONS[:4], "x + y\n-\n+ 1"]:
+        got = prm.score([QUESTION], [solution])[0]
+        want = rlhflow_reference(model, tok, QUESTION.strip(), split_steps(solution))
+        assert got.step_scores == pytest.approx(want, abs=1e-5) and got.outcome is None
+    # A batch (padded on the right) scores each solution as it scores alone.
+    for solution, scored in zip(SOLUTIONS[:3], prm.score([QUESTION] * 3, SOLUTIONS[:3])):
+        assert scored.step_scores == pytest.approx(prm.score([QUESTION], [solution])[0].step_scores, abs=1e-5)
+    assert prm.score([QUESTION], [""])[0].step_scores == []
+
+
+def test_rlhflow_forced_logits_give_the_exact_probability_before_each_label():
+    model, tok = rlhflow_model()
+    isolate_tokens(model)
+    prm = RLHFlowPRM(model, tok)
+    newline = tok.convert_tokens_to_ids("\n")  # the last token of the assistant's header
+    h = final_hidden(model, newline)
+    with torch.no_grad():
+        model.lm_head.weight[prm.good_id] = 1.5 * h / h.dot(h)
+        model.lm_head.weight[prm.bad_id] = 0.0
+    scores = prm.score([QUESTION], ["84+72=57\n57-31=26\nA:26"])[0].step_scores
+    assert scores == pytest.approx([sigmoid(1.5)] * 3, abs=1e-5)
+
+
+def test_rlhflow_is_named_in_the_spec_and_needs_a_chat_template(tmp_path):
+    model, tok = rlhflow_model()
+    path = save(model, tok, tmp_path / "rlhflow")
+    loaded = load_verifier(f"hf-prm+rlhflow:{path}?batch_size=2")
+    assert isinstance(loaded, RLHFlowPRM) and loaded.batch_size == 2
+    assert loaded.score([QUESTION], [SOLUTIONS[0]])[0].step_scores == pytest.approx(
+        RLHFlowPRM(model, tok).score([QUESTION], [SOLUTIONS[0]])[0].step_scores, abs=1e-5
+    )
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (path / name).unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match="reads a chat, but the tokenizer has no chat template"):
+        load_verifier(f"hf-prm+rlhflow:{path}")

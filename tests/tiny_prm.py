@@ -17,6 +17,12 @@ CHATML = (
     "'<|im_end|>' + '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# Llama 3's chat layout (its default system header left out): what RLHFlow's PRMs read.
+LLAMA3_CHAT = (
+    "{{ '<|begin_of_text|>' }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
 CHARS = list(string.ascii_letters + string.digits + string.punctuation + " \n") + ["к", "и", "т"]
 
 
@@ -128,5 +134,17 @@ def judge_model(seed: int = 0):
     from transformers import LlamaForCausalLM
 
     tok = build_tokenizer(["<|im_start|>", "<|im_end|>"], added=["Yes", "No"], chat=True)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(_tiny_config("llama", len(tok))).eval(), tok
+
+
+def rlhflow_model(seed: int = 0):
+    """A causal LM with Llama 3's chat layout, as RLHFlow's Llama3.1-8B-PRM reads steps."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    tok = build_tokenizer(specials)
+    tok.chat_template = LLAMA3_CHAT
     torch.manual_seed(seed)
     return LlamaForCausalLM(_tiny_config("llama", len(tok))).eval(), tok

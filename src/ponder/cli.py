@@ -225,7 +225,7 @@ def solve(
 @clean_errors
 def ttt(
     question: Annotated[str, typer.Argument(help="a chain such as 48+27-13")],
-    select: Annotated[str, typer.Option(help="sift, nn (nearest neighbours) or none")] = "sift",
+    select: Annotated[str, typer.Option(help="sift, nn (nearest), random (control) or none")] = "sift",
     k: Annotated[int, typer.Option(help="most examples to select (one gradient step each)")] = 8,
     threshold: Annotated[
         float | None, typer.Option(help="adaptive stop: select while SIFT's posterior variance is above this")
@@ -361,10 +361,35 @@ def _log(message: str) -> None:
     console.print(message, markup=False, highlight=False)
 
 
+def with_recipe(command):
+    """Fill the options not given on the command line (the typer.Context ``ctx`` tells) from the
+    ``--config`` recipe (ponder.eval.recipe), then require a run directory."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        if kwargs.get("config") is not None:
+            from ponder.eval.recipe import recipe_options
+
+            sources = {name: kwargs["ctx"].get_parameter_source(name) for name in kwargs}
+            defaults = (None, "DEFAULT", "DEFAULT_MAP")
+            given = {name for name, src in sources.items() if getattr(src, "name", None) not in defaults}
+            kwargs.update(recipe_options(kwargs["config"], given))
+        if kwargs.get("run_dir") is None:
+            raise ConfigError("no run directory: give it as ponder eval RUN_DIR, or as run_dir: in --config")
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
 @app.command("eval")
 @clean_errors
+@with_recipe
 def eval_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="run directory: config, results.jsonl, report, plots")],
+    ctx: typer.Context,
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(help="run directory: config, results.jsonl, report, plots (or run_dir: in --config)"),
+    ] = None,
     dataset: DatasetOpt = None,
     split: SplitOpt = None,
     answer_format: FormatOpt = None,
@@ -400,6 +425,16 @@ def eval_cmd(
     report_only: Annotated[bool, typer.Option(help="only (re)write the report of a run")] = False,
     backend: BackendOpt = "embedded",
     verifier: VerifierOpt = "embedded",
+    ray: Annotated[
+        bool, typer.Option("--ray", help="run the grid on Ray, started in this process (needs the ray extra)")
+    ] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="run the grid on the Ray cluster at HOST:PORT (implies --ray)")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML recipe of these options (configs/recipes/); options given here override it"),
+    ] = None,
 ) -> None:
     """Evaluate strategies on a dataset over a grid of budgets and seeds (resumable), with a report."""
     from ponder.eval.commands import dataset_options, eval_command
@@ -426,6 +461,7 @@ def eval_cmd(
         report_only=report_only,
         log=_log,
         difficulty_bins=difficulty_bins,
+        ray=ray_address or ("local" if ray else None),
     )
     console.print(f"results: {run_dir / 'results.jsonl'}" + (f"; report: {out}" if out else ""))
 

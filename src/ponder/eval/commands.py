@@ -107,8 +107,10 @@ def eval_command(
     report_only: bool,
     log: Callable[[str], None],
     difficulty_bins: str | None = None,
+    ray: str | None = None,
 ) -> Path | None:
-    """Run (or resume) an evaluation grid and write its report."""
+    """Run (or resume) an evaluation grid and write its report. ``ray``: run it on Ray, started in
+    this process (``"local"``) or the cluster at an address (``HOST:PORT``)."""
     from ponder.eval.report import write_report
 
     run = RunDir(run_dir)
@@ -143,18 +145,32 @@ def eval_command(
     unit_name = unit or (stored.budget_unit if stored else "samples")
     oracle = oracle_samples if oracle_samples is not None else (stored.oracle_samples if stored else 0)
     dataset = open_dataset(options)
-    generator, scorer = load_models(backend, verifier)
-    config = EvalConfig(
+    config = EvalConfig(  # checked before any model is loaded or Ray started; models filled in below
         dataset=dataset_config(dataset, options=options),
         strategies=grid,
         budgets=budget_list,
         seeds=seed_list,
-        models=models_identity(generator, scorer),
+        models={},
         budget_unit=unit_name,
         oracle_samples=oracle,
         extra={"policies": policy_hashes(grid)},
     )
-    run_eval(config, run_dir, dataset, generator, scorer, resume=resume, share_samples=share_samples, log=log)
+    if ray is None:
+        generator, scorer = load_models(backend, verifier)
+        config.models = models_identity(generator, scorer)
+        run_eval(
+            config, run_dir, dataset, generator, scorer, resume=resume, share_samples=share_samples, log=log
+        )
+    else:
+        from ponder.eval.distributed import ray_session, remote_models_identity, run_eval_ray
+
+        address = None if ray == "local" else ray
+        with ray_session(address):  # the workers load the models; this process needs none
+            config.models = remote_models_identity(backend, verifier)
+            run_eval_ray(
+                config, run_dir, dataset, backend, verifier,
+                address=address, resume=resume, share_samples=share_samples, log=log,
+            )  # fmt: skip
     if report == "none":
         return None
     return write_report(run_dir, report, group_by, policy=report_policy, difficulty_bins=difficulty_bins)

@@ -350,6 +350,17 @@ class RunDir:
         return {row["problem"]: row for row in read_jsonl(self.difficulty_path) if "problem" in row}
 
 
+class RowCollector:
+    """Keeps rows in memory instead of writing them: a worker's results, which the process that
+    owns the run directory writes (see :mod:`ponder.eval.distributed`)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+
 def result_key(problem_id: str, label: str, budget: float, seed: int) -> str:
     return f"{problem_id}|{label}|{budget_key(budget)}|{seed}"
 
@@ -430,7 +441,7 @@ class Context:
     grade: _Grader
     oracle_bins: dict[str, int]
     throughput: Throughput | None
-    writer: JsonlWriter
+    writer: JsonlWriter | RowCollector
     done: set[str]
     progress: Progress
     share_samples: bool
@@ -624,6 +635,30 @@ def _run_problem(ctx: Context, problem: EvalProblem) -> None:
                     pool_n=len(full),
                     pool_correct=pool_correct,
                 )
+
+
+def problem_rows(
+    config: EvalConfig,
+    problem: EvalProblem,
+    generator: Generator,
+    verifier: Verifier | None,
+    grade: _Grader,
+    *,
+    oracle_bins: dict[str, int],
+    throughput: Throughput | None,
+    done: set[str],
+    share_samples: bool = True,
+) -> list[dict[str, Any]]:
+    """The result rows of one problem's grid whose keys are not in ``done``, computed exactly as a
+    local run computes them but returned, not written. Run inside the answer format's
+    ``strategy_context()``."""
+    sink = RowCollector()
+    progress = Progress(total=0)  # the caller counts the rows it writes
+    ctx = Context(
+        config, generator, verifier, grade, oracle_bins, throughput, sink, set(done), progress, share_samples
+    )
+    _run_problem(ctx, problem)
+    return sink.rows
 
 
 def _run_invariant(ctx: Context, problem: EvalProblem, spec: GridStrategy, seed: int) -> None:

@@ -235,9 +235,10 @@ def search_error(exc: BaseException, plan: SearchPlan, timeout_s: float) -> APIE
 
 
 def run_search(plan: SearchPlan, prompts: list[str], meter: Meter) -> list[StrategyResult]:
-    """The worker's job: the strategy on each prompt, every model call metered and cancellable."""
-    generator = MeteredGenerator(plan.model.generator, meter)
-    verifier = MeteredVerifier(plan.verifier, meter) if plan.verifier is not None else None
+    """The search: the strategy on each prompt, every model call metered and cancellable (in a
+    worker thread, or on the event loop when ``plan.on_loop``)."""
+    generator = MeteredGenerator(plan.model.generator, meter, plan.on_loop)
+    verifier = MeteredVerifier(plan.verifier, meter, plan.on_loop) if plan.verifier is not None else None
     with plan.model.answer_context():
         return [plan.strategy.run(p, generator, verifier, plan.budget, plan.seed) for p in prompts]
 
@@ -257,10 +258,13 @@ class Job:
         self.started = time.monotonic()
         self.with_progress = with_progress
 
-    def _on_progress(self, snapshot: dict[str, Any]) -> None:  # in the worker thread
+    def _on_progress(self, snapshot: dict[str, Any]) -> None:  # where the search runs
         now = time.monotonic()
         if now - self._last_report >= PROGRESS_EVERY_S:
             self._last_report = now
+            if self.plan.on_loop:  # already on the loop's thread
+                self._deliver(snapshot)
+                return
             try:
                 self._loop.call_soon_threadsafe(self._deliver, snapshot)
             except RuntimeError:  # the loop is closed: the server is shutting down
@@ -280,7 +284,7 @@ class Job:
         return run_search(self.plan, self.prompts, meter)
 
     async def start(self, ticket: Ticket) -> asyncio.Future:
-        future = asyncio.wrap_future(await ticket.start(self.work))
+        future = await ticket.start(self.work, on_loop=self.plan.on_loop)
         # Read the outcome even when nobody waits for it any more (no "never retrieved" warnings).
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return future
@@ -539,6 +543,14 @@ def create_app(config: ServeConfig | None = None, models: dict[str, ServedModel]
         if not any([hmac.compare_digest(given, k) for k in keys]):
             raise APIError(401, "invalid API key", code="invalid_api_key")
 
+    # The completion endpoints check the key themselves: solving the dependency above costs FastAPI
+    # about as much per request as everything else it does for one. Their OpenAPI says the same.
+    async def check_key(request: Request) -> None:
+        if keys:
+            await authorize(await bearer(request))
+
+    secured = {"security": [{bearer.scheme_name: []}]}
+
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         if exc.status >= 500:
@@ -628,6 +640,7 @@ def create_app(config: ServeConfig | None = None, models: dict[str, ServedModel]
 
     async def open_request(request: Request, schema: type) -> tuple[Any, Any, Any]:
         """The validated body, its model and its strategy prefix; refuses what the server lacks."""
+        await check_key(request)
         body = await read_body(request, schema)
         unsupported = body.unsupported()
         if unsupported:
@@ -640,9 +653,8 @@ def create_app(config: ServeConfig | None = None, models: dict[str, ServedModel]
         "/v1/chat/completions",
         response_model=None,
         responses={200: {"model": ChatCompletion, "content": {"text/event-stream": {}}}, **_ERRORS},
-        dependencies=[Depends(authorize)],
         summary="Answer a chat with a test-time compute search",
-        openapi_extra=json_body(ChatCompletionRequest),
+        openapi_extra={**json_body(ChatCompletionRequest), **secured},
     )
     async def chat_completions(request: Request) -> Response:
         body, model, prefix = await open_request(request, ChatCompletionRequest)
@@ -663,9 +675,8 @@ def create_app(config: ServeConfig | None = None, models: dict[str, ServedModel]
         "/v1/completions",
         response_model=None,
         responses={200: {"model": TextCompletion, "content": {"text/event-stream": {}}}, **_ERRORS},
-        dependencies=[Depends(authorize)],
         summary="Complete prompts with a test-time compute search",
-        openapi_extra=json_body(CompletionRequest),
+        openapi_extra={**json_body(CompletionRequest), **secured},
     )
     async def completions(request: Request) -> Response:
         body, model, prefix = await open_request(request, CompletionRequest)
@@ -752,6 +763,8 @@ def serve(config: ServeConfig, log_level: str = "info") -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("httpx", "httpx2"):  # a line per upstream request is noise, and costs time per request
+        logging.getLogger(name).setLevel(logging.WARNING)
     app = create_app(config)
     names = ", ".join(app.state.server.models)
     log.info(

@@ -1,14 +1,18 @@
 """Running searches: a bounded worker pool, a bounded queue, cancellation and progress.
 
-Strategies call their generator synchronously (torch, or blocking HTTP), so each search runs in a
-worker thread. ``max_concurrency`` searches run at once; up to ``max_queue`` more wait for a worker;
-a request beyond that is refused at once (429 with Retry-After) rather than queued without bound.
+Strategies call their generator synchronously (torch, or blocking HTTP), so a search runs in a
+worker thread. A search whose every model call has an async twin (``agenerate``, ``ascore``: an
+HTTP backend such as ``openai://``) runs on the server's event loop instead, as a greenlet: its
+synchronous code runs as written, and each model call suspends it while the loop awaits the
+request, so a request costs no thread hand-offs at all (see :func:`run_on_loop`). Either way
+``max_concurrency`` searches run at once; up to ``max_queue`` more wait for a place; a request
+beyond that is refused at once (429 with Retry-After) rather than queued without bound.
 
 A search is stopped *between* model calls: every generate() / score() first checks the search's
 cancel flag (set when its client disconnects or the server shuts down) and deadline, so a cancelled
-search makes no further upstream requests and its worker is free after at most one call. A worker
-slot is released when its thread really finishes, never before, so cancelled searches cannot pile
-up past the limit.
+search makes no further upstream requests and its place is free after at most one call. A place is
+released when its search really returns (its thread or its greenlet), never before, so cancelled
+searches cannot pile up past the limit.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
+
+import greenlet
 
 from ponder.backends.base import Completion, SamplingParams
 from ponder.errors import ConfigError, ContextLengthError
@@ -62,6 +68,57 @@ def _is_timeout(exc: BaseException) -> bool:
 
 # Errors a backend raises about the request itself (a prompt too long): the client's to fix.
 REQUEST_ERRORS = (ContextLengthError, ConfigError)
+
+T = TypeVar("T")
+
+
+class _SearchGreenlet(greenlet.greenlet):
+    """A search running on the event loop's thread (see :func:`run_on_loop`)."""
+
+
+def await_from_search(awaitable: Awaitable[T]) -> T:
+    """Inside a search started by :func:`run_on_loop`: suspend the search until the event loop has
+    awaited ``awaitable``; its result (or its exception, raised here). To the search's synchronous
+    code this is a blocking call; meanwhile the loop serves everything else."""
+    current = greenlet.getcurrent()
+    if not isinstance(current, _SearchGreenlet):
+        close = getattr(awaitable, "close", None)
+        if callable(close):
+            close()  # no "coroutine was never awaited" warning
+        raise RuntimeError("await_from_search() is only for a search running on the event loop")
+    return current.parent.switch(awaitable)
+
+
+async def run_on_loop(fn: Callable[[], T]) -> T:
+    """``fn()`` on this thread, as a greenlet, awaiting for it each awaitable it hands over with
+    :func:`await_from_search`. A cancellation of this task is raised inside ``fn`` at the call it
+    is waiting on."""
+    search = _SearchGreenlet(fn, greenlet.getcurrent())
+    step: Any = search.switch()
+    while not search.dead:
+        try:
+            value = await step
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the search
+            step = search.throw(exc)
+        else:
+            step = search.switch(value)
+    return step
+
+
+def _has_async_twins(model: Any, methods: tuple[str, ...]) -> bool:
+    """Whether ``model`` has an async twin (``agenerate`` for ``generate``, ...) of each of these
+    methods it has."""
+    return all(
+        callable(getattr(model, "a" + name, None)) for name in methods if callable(getattr(model, name, None))
+    )
+
+
+def can_run_on_loop(generator: Any, verifier: Any | None) -> bool:
+    """Whether a search with these models can run on the event loop (:func:`run_on_loop`) without
+    ever blocking it: every model call it can make has an async twin."""
+    return _has_async_twins(generator, ("generate", "generate_continuations")) and (
+        verifier is None or _has_async_twins(verifier, ("score",))
+    )
 
 
 class Meter:
@@ -108,22 +165,30 @@ class MeteredGenerator:
     the call returned. Both ways of generating are metered: ``generate`` and, where the backend has
     it, ``generate_continuations`` (chat backends continuing a partial answer)."""
 
-    def __init__(self, inner: Any, meter: Meter) -> None:
+    def __init__(self, inner: Any, meter: Meter, on_loop: bool = False) -> None:
         self._inner = inner
         self._meter = meter
+        self._on_loop = on_loop  # a search on the event loop: call the async twins
 
     @property
     def num_params(self) -> int:
         return self._inner.num_params
 
+    def _method(self, name: str) -> Callable[..., list[list[Completion]]]:
+        if not self._on_loop:
+            return getattr(self._inner, name)
+        twin = getattr(self._inner, "a" + name)
+        return lambda *args: await_from_search(twin(*args))
+
     def __getattr__(self, name: str) -> Any:  # count_prompt_tokens, context_length, ...
         attr = getattr(self._inner, name)
         if name == "generate_continuations" and callable(attr):
-            return lambda questions, responses, params=None: self._call(attr, questions, responses, params)
+            fn = self._method(name)
+            return lambda questions, responses, params=None: self._call(fn, questions, responses, params)
         return attr
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
-        return self._call(self._inner.generate, prompts, params)
+        return self._call(self._method("generate"), prompts, params)
 
     def _call(self, fn: Callable[..., list[list[Completion]]], *args: Any) -> list[list[Completion]]:
         meter = self._meter
@@ -144,9 +209,10 @@ class MeteredGenerator:
 
 
 class MeteredVerifier:
-    def __init__(self, inner: Any, meter: Meter) -> None:
+    def __init__(self, inner: Any, meter: Meter, on_loop: bool = False) -> None:
         self._inner = inner
         self._meter = meter
+        self._on_loop = on_loop
 
     @property
     def num_params(self) -> int:
@@ -158,7 +224,10 @@ class MeteredVerifier:
     def score(self, prompts: list[str], solutions: list[str]) -> list[VerifierScore]:
         self._meter.check()
         try:
-            scores = self._inner.score(prompts, solutions)
+            if self._on_loop:
+                scores = await_from_search(self._inner.ascore(prompts, solutions))
+            else:
+                scores = self._inner.score(prompts, solutions)
         except REQUEST_ERRORS:
             raise
         except Exception as exc:
@@ -177,8 +246,9 @@ class Ticket:
         self._pool = pool
         self._state = "reserved"  # -> "waiting" -> "running" | "dropped"
 
-    async def start(self, fn: Callable[[], Any]) -> Future:
-        """Wait for a free worker, then run ``fn`` there; the worker is released when ``fn`` returns."""
+    async def start(self, fn: Callable[[], Any], on_loop: bool = False) -> asyncio.Future:
+        """Wait for a free place, then run ``fn`` in a worker thread (on this event loop with
+        ``on_loop``, see :func:`run_on_loop`); the place is freed when ``fn`` returns."""
         pool = self._pool
         if self._state != "reserved":
             raise RuntimeError("a ticket starts once")
@@ -194,9 +264,13 @@ class Ticket:
         self._state = "running"
         loop = asyncio.get_running_loop()
         started = time.monotonic()
+        if on_loop:
+            task = loop.create_task(run_on_loop(fn))
+            task.add_done_callback(lambda f: pool._finished(started, f))
+            return task
         future = pool._executor.submit(fn)
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(pool._finished, started, f))
-        return future
+        return asyncio.wrap_future(future, loop=loop)
 
     def drop(self) -> None:
         """Give the place back if the search never started (its client left first)."""
@@ -237,7 +311,7 @@ class SearchPool:
         waves = (self.queued + 1) / self.max_concurrency
         return int(min(60, max(1, math.ceil(waves * self._mean_s))))
 
-    def _finished(self, started: float, future: Future) -> None:
+    def _finished(self, started: float, future: Future | asyncio.Future) -> None:
         self.running -= 1
         self.completed += 1
         error = None if future.cancelled() else future.exception()

@@ -34,12 +34,16 @@ from ponder.errors import PonderError
 from ponder.serve.config import BudgetSpec
 from ponder.serve.errors import APIError, bad_request
 from ponder.serve.models import ServedModel
+from ponder.serve.pool import can_run_on_loop
 from ponder.serve.schemas import PonderOptions
 from ponder.strategies.base import Strategy
 from ponder.strategies.budget import Budget
 from ponder.strategies.registry import STRATEGIES, make_strategy
 
 ALIASES = {"beam": "beam_search", "bon": "best_of_n", "wbon": "weighted_best_of_n", "sc": "majority"}
+# Strategies that may do blocking work besides the model calls they are given (a second generator
+# of their own, a policy file to load): never run on the event loop.
+OFF_LOOP = frozenset({"cascade", "compute_optimal"})
 _PREFIX = re.compile(r"([A-Za-z]+(?:[-_][A-Za-z]+)*)(?:-(\d{1,9}))?")
 
 
@@ -104,6 +108,7 @@ class SearchPlan:
     verifier: Any
     seed: int
     options: PonderOptions = field(default_factory=PonderOptions)
+    on_loop: bool = False  # run on the server's event loop, not in a worker thread (see pool.py)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -219,4 +224,5 @@ def plan_search(
         verifier=verifier,
         seed=secrets.randbits(62) if seed is None else seed,
         options=options,
+        on_loop=name not in OFF_LOOP and can_run_on_loop(model.generator, verifier),
     )

@@ -12,10 +12,13 @@ token per character), so a server in front of it measures its own overhead, not 
 ``spread`` > 1 makes sample ``s`` of each call answer ``right + s % spread`` (distinct answers for
 ``n`` > 1); ``delay_s`` sleeps in each call (a slow upstream); ``fail`` makes every call raise, as an
 unreachable (``"connection"``) or timing-out (``"timeout"``) upstream does.
+:class:`AsyncInstantGenerator` and :class:`AsyncInstantVerifier` add async twins (``agenerate``,
+``ascore``), as HTTP backends have, so that the server runs their searches on its event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from ponder.backends.base import Completion, SamplingParams
@@ -77,13 +80,19 @@ class InstantGenerator:
         return STEP_DELIMITER.join([*steps, f"{ANSWER_PREFIX}{encode_number(answer, problem.width)}"])
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        self._start_call()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self._complete(prompts, params)
+
+    def _start_call(self) -> None:
         self.calls += 1
         if self.fail == "connection":
             raise ConnectionError("the upstream refused the connection")
         if self.fail == "timeout":
             raise TimeoutError("the upstream did not answer in time")
-        if self.delay_s:
-            time.sleep(self.delay_s)
+
+    def _complete(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         out = []
         for prompt in prompts:
             written = prompt[len(_base_prompt(prompt)) :] if _problem(prompt) else ""
@@ -107,6 +116,17 @@ class InstantGenerator:
                 )
             out.append(group)
         return out
+
+
+class AsyncInstantGenerator(InstantGenerator):
+    """:class:`InstantGenerator` with an async twin of ``generate``, as an HTTP backend has: the
+    server runs its searches on the event loop (``delay_s`` is then an ``asyncio.sleep``)."""
+
+    async def agenerate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        self._start_call()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self._complete(prompts, params)
 
 
 class InstantVerifier:
@@ -146,3 +166,11 @@ class InstantVerifier:
                 )
             )
         return out
+
+
+class AsyncInstantVerifier(InstantVerifier):
+    """:class:`InstantVerifier` with an async twin of ``score``."""
+
+    async def ascore(self, prompts: list[str], solutions: list[str]) -> list[VerifierScore]:
+        await asyncio.sleep(0)  # a real await: the search really is suspended here
+        return self.score(prompts, solutions)

@@ -27,7 +27,7 @@ from ponder.strategies.greedy import Greedy
 from ponder.strategies.lookahead import Lookahead
 from ponder.strategies.majority import MajorityVote
 from ponder.strategies.mcts import MCTS
-from ponder.strategies.revision import Revision
+from ponder.strategies.revision import Revision, chat_revision_prompt
 
 
 @functools.cache
@@ -74,6 +74,14 @@ STRATEGIES: dict[str, StrategySpec] = {
     "mcts": StrategySpec(MCTS, needs_verifier=True, summary="Monte-Carlo tree search, the PRM as value"),
     "revision": StrategySpec(
         Revision, needs_verifier=True, summary="chains of sequential revisions, best by verifier"
+    ),
+    # A chat model would continue the built-in retry prompt as its own answer: show it the earlier
+    # attempts in a new user turn instead.
+    "revision_chat": StrategySpec(
+        Revision,
+        needs_verifier=True,
+        fixed={"prompt_builder": chat_revision_prompt, "name": "revision_chat"},
+        summary="sequential revision for chat models: earlier attempts in a new user turn",
     ),
     "budget_forcing": StrategySpec(BudgetForcing, summary="s1 budget forcing of a thinking block"),
     "cascade": StrategySpec(Cascade, summary="small model / cheap strategy first, escalate when unsure"),

@@ -58,6 +58,23 @@ DEFAULT_SAMPLES = 16
 PromptBuilder = Callable[[str, list[str]], str]
 
 
+def chat_revision_prompt(prompt: str, attempts: list[str]) -> str:
+    """The prompt for another attempt by a chat model, after earlier ``attempts`` (oldest first):
+    the ``prompt_builder`` of the ``revision_chat`` strategy, for real models.
+
+    It opens with a header rather than with ``prompt``, so a chat backend gets it as a fresh user
+    turn (a prompt that starts with the question would be continued as the model's own answer),
+    and it repeats ``prompt`` whole, so that any answer-format instruction in it still applies."""
+    if not attempts:
+        return prompt
+    shown = "\n\n".join(f"Earlier attempt {i}:\n{a.strip()}" for i, a in enumerate(attempts, 1))
+    return (
+        f"Problem:\n{prompt.strip()}\n\n{shown}\n\n"
+        "The earlier attempts may contain mistakes. Check them, then solve the problem again "
+        "step by step, ending as the problem asks."
+    )
+
+
 @dataclass
 class Revision:
     chains: int | None = None  # independent chains run in parallel

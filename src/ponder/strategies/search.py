@@ -4,7 +4,8 @@ A path is the solution text grown so far, one step (line) per round. Each round 
 with ``stop_at_step`` generation from ``prompt + path`` (the generator shares each prompt's KV cache
 among its samples), scores the grown paths with the verifier (causal, so a partial solution's step
 scores are those of any solution it starts), and keeps some. A path ends when its last line is an
-answer line ("answered"), or dies when the model stops without one, a step runs past
+answer line ("answered"; with a dataset's own answer format, when the model ends a text whose final
+answer can be read), or dies when the model stops without one, a step runs past
 ``max_step_tokens``, or it no longer fits a model's context.
 
 Every round is sized before it starts so that its worst case (every step ``max_step_tokens`` long,
@@ -21,7 +22,7 @@ from ponder.backends.base import SamplingParams
 from ponder.strategies.base import Candidate
 from ponder.strategies.budget import Budget, BudgetTracker, Cost, derive_seed
 from ponder.strategies.sampling import check_aggregation, check_param, score_value
-from ponder.tasks.answers import extract_answer
+from ponder.tasks.answers import custom_answers, extract_answer
 from ponder.tasks.arithmetic import ANSWER_PREFIX, STEP_DELIMITER
 
 # Step candidates per round when neither the strategy's ``n`` nor the budget's samples say.
@@ -43,6 +44,11 @@ def classify(text: str, finish_reason: str) -> tuple[str, int | None]:
     """Status and answer of a path whose last step ended with ``finish_reason``."""
     if finish_reason == "length":
         return "dead", None  # the line never ended: a runaway step, or an answer that may be cut short
+    if finish_reason == "eos" and custom_answers():
+        # Other answer formats (GSM8K's "#### N", MATH's \boxed{}) have no answer line: a path the
+        # model ended is answered when its final answer can be read.
+        answer = extract_answer(text)
+        return ("answered", answer) if answer is not None else ("dead", None)
     lines = [line for line in text.split(STEP_DELIMITER) if line.strip()]
     if lines and lines[-1].strip().startswith(ANSWER_PREFIX):
         answer = extract_answer(text)

@@ -35,6 +35,11 @@ def answer_extractor(extract: Callable[[str], Hashable | None]) -> Iterator[None
         _EXTRACTOR.reset(token)
 
 
+def custom_answers() -> bool:
+    """Whether an :func:`answer_extractor` block (a dataset's own answer format) is in force."""
+    return _EXTRACTOR.get() is not None
+
+
 def extract_answer(text: str) -> int | None:
     """The number on the last ``A:`` line (little-endian digits), or None when there is none or
     it is not a number. Inside :func:`answer_extractor`, that block's rule instead."""

@@ -157,3 +157,22 @@ def nearest_neighbours(query: np.ndarray, corpus: np.ndarray, k: int, lam: float
     picked = [int(i) for i in order]
     variances = [posterior_variance(query, corpus[picked[:m]], lam) for m in range(k + 1)]
     return Selection(picked, variances)
+
+
+def random_selection(
+    query: np.ndarray, corpus: np.ndarray, k: int, lam: float = 0.1, seed: int = 0
+) -> Selection:
+    """``k`` distinct corpus rows drawn uniformly at random (seeded): the control that separates
+    what a selection rule adds from what fine-tuning on any task data adds. The variances are
+    SIFT's posterior variance after each prefix, as for the other rules."""
+    query = np.asarray(query, dtype=np.float64)
+    corpus = np.asarray(corpus, dtype=np.float64)
+    _check(query, corpus, k, lam)
+    if k > corpus.shape[0]:
+        raise ConfigError(
+            f"k={k} is larger than the corpus ({corpus.shape[0]} examples): random selection "
+            "picks each example at most once"
+        )
+    picked = [int(i) for i in np.random.default_rng(seed).choice(corpus.shape[0], size=k, replace=False)]
+    variances = [posterior_variance(query, corpus[picked[:m]], lam) for m in range(k + 1)]
+    return Selection(picked, variances)

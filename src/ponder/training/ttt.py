@@ -31,6 +31,7 @@ ConfigError, as are an empty corpus and ``k`` larger than the corpus.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,11 +48,17 @@ from ponder.errors import ConfigError
 from ponder.strategies.base import Strategy, StrategyResult
 from ponder.strategies.budget import Budget
 from ponder.training.model import TinyTransformer
-from ponder.training.sift import Selection, nearest_neighbours, normalize_rows, sift_select
+from ponder.training.sift import (
+    Selection,
+    nearest_neighbours,
+    normalize_rows,
+    random_selection,
+    sift_select,
+)
 from ponder.training.tokenizer import CharTokenizer
 from ponder.verifiers.base import Verifier
 
-SELECTORS = ("sift", "nn", "none")
+SELECTORS = ("sift", "nn", "random", "none")
 MODES = ("full", "lora")
 
 
@@ -337,9 +344,13 @@ def tunable_for(generator: Generator) -> Tunable:
 # --- the trainer -----------------------------------------------------------------------------------
 
 
+def _prompt_seed(prompt: str, seed: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{prompt}".encode()).digest()[:8], "little")
+
+
 @dataclass
 class TTTConfig:
-    select: Literal["sift", "nn", "none"] = "sift"
+    select: Literal["sift", "nn", "random", "none"] = "sift"
     k: int = 8  # most examples selected (and gradient steps per pass over them)
     lam: float = 0.1  # SIFT's regularisation (observation noise): smaller avoids redundancy harder
     threshold: float | None = None  # adaptive stop: select while posterior variance is above this
@@ -452,6 +463,10 @@ class TestTimeTrainer:
         query = self.embed_prompt(prompt)
         if cfg.select == "sift":
             return sift_select(query, self.embeddings, cfg.k, cfg.lam, cfg.threshold)
+        if cfg.select == "random":
+            # Seeded per prompt, so a rerun draws the same examples for the same question.
+            seed = _prompt_seed(prompt, cfg.seed)
+            return random_selection(query, self.embeddings, cfg.k, cfg.lam, seed=seed)
         sel = nearest_neighbours(query, self.embeddings, cfg.k, cfg.lam)
         if cfg.threshold is not None:  # the same adaptive rule, on the prefix posterior variances
             keep = next((m for m, v in enumerate(sel.variances) if v <= cfg.threshold), None)

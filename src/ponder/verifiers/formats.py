@@ -10,6 +10,10 @@ delimiter is a newline; blank lines, so also ``"\\n\\n"``-separated steps, make 
 - **Qwen2.5-Math-PRM**: a chat (system, user = question, assistant = the steps), every step
   followed by the ``<extra_0>`` separator token. A two-class token-classification head; the
   step's score is softmax class 1 at its separator.
+- **RLHFlow** (``RLHFlow/Llama3.1-8B-PRM-Deepseek-Data``, ``-Mistral-Data``): Math-Shepherd's
+  "+" / "-" labels in a chat, rendered by the model's chat template: each step is a user turn
+  (the first is the question, a space, and the first step) answered "+" by the assistant. The
+  step's score is P("+") / (P("+") + P("-")) of the next token where that "+" is written.
 """
 
 from __future__ import annotations
@@ -64,6 +68,16 @@ def qwen_messages(
         {"role": "user", "content": question.replace(separator, "")},
         {"role": "assistant", "content": "".join(s + separator for s in clean)},
     ]
+
+
+def rlhflow_messages(question: str, steps: list[str], good: str = SHEPHERD_GOOD) -> list[dict[str, str]]:
+    """RLHFlow's PRM chat: step k a user turn (the first after the question and a space), each
+    answered ``good`` by the assistant, as RLHFlow's own evaluation code builds it."""
+    messages: list[dict[str, str]] = []
+    for i, step in enumerate(steps):
+        messages.append({"role": "user", "content": f"{question} {step}" if i == 0 else step})
+        messages.append({"role": "assistant", "content": good})
+    return messages
 
 
 def render_chatml(messages: list[dict[str, str]]) -> str:

@@ -4,6 +4,8 @@
   "+" vs "-" at a step tag (Math-Shepherd). Score = P(+) / (P(+) + P(-)) at the tag.
 - :class:`QwenPRM`: a token-classification head with two classes read at a separator token after
   each step (Qwen2.5-Math-PRM). Score = softmax class 1 at the separator.
+- :class:`RLHFlowPRM`: a causal LM reading a chat whose user turns are the steps, each answered
+  "+" (RLHFlow's Llama3.1-8B-PRM). Score = P(+) / (P(+) + P(-)) of the next token where the "+" is.
 - :class:`SequenceORM`: a sequence-classification outcome reward model, one score per solution:
   sigmoid of its logit (one label) or softmax of the positive class (two or more labels). Its one
   score is both the only step score and the outcome, so every aggregation reads it.
@@ -40,11 +42,12 @@ from ponder.verifiers.formats import (
     question_text,
     qwen_messages,
     render_chatml,
+    rlhflow_messages,
     shepherd_text,
     split_steps,
 )
 
-HF_FORMATS = ("shepherd", "qwen", "orm")
+HF_FORMATS = ("shepherd", "qwen", "rlhflow", "orm")
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
 
@@ -410,6 +413,85 @@ class QwenPRM(_HFVerifier):
         return [good[r, list(e.positions)].tolist() for r, e in enumerate(chunk)]
 
 
+def label_ids(tokenizer: Any, good: str, bad: str) -> tuple[int, int]:
+    """Token ids of the good and bad labels written alone (how a chat template's turn holds them)."""
+    ids = []
+    for what, text in (("good label", good), ("bad label", bad)):
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ConfigError(f"the {what} {text!r} is not one token of the PRM's tokenizer")
+        ids.append(int(encoded[0]))
+    if ids[0] == ids[1]:
+        raise ConfigError(f"the good and bad labels {good!r} and {bad!r} are the same token")
+    return ids[0], ids[1]
+
+
+def check_chat_template(tokenizer: Any, what: str) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"{what} reads a chat, but the tokenizer has no chat template")
+
+
+class RLHFlowPRM(_HFVerifier):
+    """An RLHFlow-style PRM (Llama3.1-8B-PRM-*): a causal LM reading a chat in which each step is a
+    user turn answered "+"; a step's score is P(good) vs P(bad) of the next token where its "+" is.
+
+    One forward pass scores every step (RLHFlow's own code runs one per step: the same numbers,
+    since the conversation up to step k is a prefix of the whole one)."""
+
+    name = "hf-prm+rlhflow"
+
+    def __init__(
+        self, model: Any, tokenizer: Any, good: str = SHEPHERD_GOOD, bad: str = SHEPHERD_BAD, **kwargs: Any
+    ) -> None:
+        check_chat_template(tokenizer, "an RLHFlow-style PRM")
+        self.good = good
+        self.good_id, self.bad_id = label_ids(tokenizer, good, bad)
+        super().__init__(model, tokenizer, **kwargs)
+
+    def _render(self, messages: list[dict[str, str]], last: bool) -> str:
+        # continue_final_message: the text ends right after the last assistant "+".
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=False, continue_final_message=not last
+        )
+
+    def encode(self, prompt: str, solution: str) -> Encoded:
+        steps = self.steps(solution)
+        if not steps:
+            return Encoded((), ())
+        messages = rlhflow_messages(question_text(prompt), steps, self.good)
+        text = self._render(messages, last=True)
+        ids, offsets = _encode(self.tokenizer, text, add_special_tokens=False)
+        positions = []
+        for k in range(1, len(steps) + 1):
+            prefix = self._render(messages[: 2 * k], last=False)
+            if not (prefix.endswith(self.good) and text.startswith(prefix)):
+                raise ConfigError(
+                    "the PRM's chat template does not render a conversation as the start of a longer "
+                    "one; cannot read step scores"
+                )
+            if offsets is None:  # a slow tokenizer: count the prefix's tokens
+                at = len(self.tokenizer.encode(prefix, add_special_tokens=False)) - 1
+            else:
+                end = len(prefix)
+                at = next((i for i, (a, b) in enumerate(offsets) if a <= end - 1 < b), -1)
+                if at >= 0 and offsets[at] != (end - len(self.good), end):
+                    at = -1
+            if at < 1 or at >= len(ids) or ids[at] != self.good_id:
+                raise ConfigError(
+                    f"the PRM's tokenizer merged the label {self.good!r} with the text around it in "
+                    "its chat template; cannot read step scores"
+                )
+            positions.append(at - 1)  # the position whose next token is the "+"
+        return Encoded(tuple(ids), tuple(positions))
+
+    def read(self, x: Any, mask: Any, chunk: list[Encoded]) -> list[list[float]]:
+        import torch
+
+        logits = _logits(self.model(input_ids=x, attention_mask=mask)).float()
+        good = torch.softmax(logits[..., [self.good_id, self.bad_id]], dim=-1)[..., 0]
+        return [good[r, list(e.positions)].tolist() for r, e in enumerate(chunk)]
+
+
 class SequenceORM(_HFVerifier):
     """A sequence-classification ORM: one score for the whole (possibly partial) solution."""
 
@@ -486,8 +568,9 @@ def load_hf_verifier(
     positive_label: int | str | None = None,
     dtype: str = "float32",
 ) -> _HFVerifier:
-    """The reward model in ``path`` as a verifier; ``format`` is ``shepherd``, ``qwen`` or ``orm``
-    (None: told apart from the config and tokenizer). Everything but the weights is checked first."""
+    """The reward model in ``path`` as a verifier; ``format`` is ``shepherd``, ``qwen``, ``rlhflow``
+    or ``orm`` (None: told apart from the config and tokenizer; ``rlhflow`` is never guessed, since
+    its models are plain chat LMs). Everything but the weights is checked first."""
     if format is not None and format not in HF_FORMATS:
         raise ConfigError(f"unknown reward-model format {format!r}: choose one of {list(HF_FORMATS)}")
     weights_dtype = torch_dtype(dtype)
@@ -507,6 +590,9 @@ def load_hf_verifier(
     elif fmt == "qwen":
         qwen_separator_id(tokenizer, QWEN_SEPARATOR)
         check_two_labels(_config_labels(config, 2))
+    elif fmt == "rlhflow":
+        check_chat_template(tokenizer, "an RLHFlow-style PRM")
+        label_ids(tokenizer, SHEPHERD_GOOD, SHEPHERD_BAD)
     else:
         resolve_label(config.get("id2label"), _config_labels(config, 2), positive_label)
     common = dict(device=device, batch_size=batch_size, step_delimiter=step_delimiter)
@@ -536,4 +622,6 @@ def load_hf_verifier(
         trust_remote_code=trust_remote_code,
         dtype=weights_dtype,
     )
+    if fmt == "rlhflow":
+        return RLHFlowPRM(model, tokenizer, **common)
     return ShepherdPRM(model, tokenizer, **common)

@@ -5,7 +5,8 @@
   apart from its config and tokenizer (sequence classifier -> ORM; token classifier with an
   ``<extra_0>`` token -> Qwen2.5-Math-PRM style; causal LM with a ``ки`` tag token ->
   Math-Shepherd style). Name the format to skip the guess: ``hf-prm+shepherd:/dir``,
-  ``hf-prm+qwen:/dir``, ``hf-orm:/dir``. Options: ``device``, ``batch_size``,
+  ``hf-prm+qwen:/dir``, ``hf-orm:/dir``; ``hf-prm+rlhflow:/dir`` (RLHFlow's Llama3.1-8B-PRM: steps
+  as user turns answered "+") is only ever named. Options: ``device``, ``batch_size``,
   ``trust_remote_code`` (needed by models that ship their own code, e.g. Qwen2.5-Math-PRM),
   ``step_delimiter``, ``positive_label`` (ORMs with more than two classes), ``dtype`` (float32 by
   default; bfloat16, float16).
@@ -57,7 +58,7 @@ KINDS = (
     "code-tests",
 )
 USAGE = (
-    "embedded, hf-prm:/dir, hf-prm+shepherd:/dir, hf-prm+qwen:/dir, hf-orm:/dir, "
+    "embedded, hf-prm:/dir, hf-prm+shepherd:/dir, hf-prm+qwen:/dir, hf-prm+rlhflow:/dir, hf-orm:/dir, "
     "vllm-reward://host:port/model, judge:<backend spec>, hf-judge:/dir, answer-check[:REFERENCE], "
     "checker:module:function or code-tests:/path/tests.py"
 )
@@ -157,7 +158,7 @@ def check_spec(spec: str) -> None:
 
 
 _VARIANTS: dict[str, tuple[str, ...]] = {
-    "hf-prm": ("shepherd", "qwen", "orm"),
+    "hf-prm": ("shepherd", "qwen", "rlhflow", "orm"),
     "hf-judge": ("steps", "outcome"),
     "judge": ("steps", "outcome"),
     "vllm-reward": ("http", "https"),
