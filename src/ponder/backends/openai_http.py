@@ -394,12 +394,19 @@ class OpenAIGenerator(ContinuationGenerator):
     def generate_continuations(
         self, questions: list[str], responses: list[str], params: SamplingParams | None = None
     ) -> list[list[Completion]]:
+        params = self._checked(questions, responses, params)
+        return self._loop.run(self._generate(list(questions), list(responses), params))
+
+    def _checked(
+        self, questions: list[str], responses: list[str], params: SamplingParams | None
+    ) -> SamplingParams:
+        """The call's parameters, after refusing bad input or a closed generator."""
         params = params or SamplingParams()
         validate_params(params)
         check_prompts(questions, responses)
         if self._loop is None:
             raise ConfigError(f"the generator for {self.base_url} is closed")
-        return self._loop.run(self._generate(list(questions), list(responses), params))
+        return params
 
     async def agenerate(
         self, prompts: list[str], params: SamplingParams | None = None
@@ -411,11 +418,7 @@ class OpenAIGenerator(ContinuationGenerator):
         self, questions: list[str], responses: list[str], params: SamplingParams | None = None
     ) -> list[list[Completion]]:
         """``generate_continuations`` on the caller's event loop: no thread hand-off."""
-        params = params or SamplingParams()
-        validate_params(params)
-        check_prompts(questions, responses)
-        if self._loop is None:
-            raise ConfigError(f"the generator for {self.base_url} is closed")
+        params = self._checked(questions, responses, params)
         return await self._generate(list(questions), list(responses), params)
 
     # --- requests ------------------------------------------------------------------------------

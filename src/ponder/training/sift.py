@@ -145,18 +145,9 @@ def nearest_neighbours(query: np.ndarray, corpus: np.ndarray, k: int, lam: float
     """The ``k`` corpus rows with the largest inner product with ``query`` (cosine similarity for
     unit-norm rows), most similar first, ties to the lowest index: the retrieval baseline. The
     variances are SIFT's posterior variance after each prefix, so both selections read on one scale."""
-    query = np.asarray(query, dtype=np.float64)
-    corpus = np.asarray(corpus, dtype=np.float64)
-    _check(query, corpus, k, lam)
-    if k > corpus.shape[0]:
-        raise ConfigError(
-            f"k={k} is larger than the corpus ({corpus.shape[0]} examples): nearest-neighbour "
-            "retrieval picks each example at most once"
-        )
+    query, corpus = _distinct_picks_allowed(query, corpus, k, lam, "nearest-neighbour retrieval")
     order = np.argsort(-(corpus @ query), kind="stable")[:k]
-    picked = [int(i) for i in order]
-    variances = [posterior_variance(query, corpus[picked[:m]], lam) for m in range(k + 1)]
-    return Selection(picked, variances)
+    return _with_variances(query, corpus, [int(i) for i in order], lam)
 
 
 def random_selection(
@@ -165,14 +156,27 @@ def random_selection(
     """``k`` distinct corpus rows drawn uniformly at random (seeded): the control that separates
     what a selection rule adds from what fine-tuning on any task data adds. The variances are
     SIFT's posterior variance after each prefix, as for the other rules."""
+    query, corpus = _distinct_picks_allowed(query, corpus, k, lam, "random selection")
+    picked = np.random.default_rng(seed).choice(corpus.shape[0], size=k, replace=False)
+    return _with_variances(query, corpus, [int(i) for i in picked], lam)
+
+
+def _distinct_picks_allowed(
+    query: np.ndarray, corpus: np.ndarray, k: int, lam: float, rule: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float64 arrays for a rule that picks each corpus row at most once."""
     query = np.asarray(query, dtype=np.float64)
     corpus = np.asarray(corpus, dtype=np.float64)
     _check(query, corpus, k, lam)
     if k > corpus.shape[0]:
         raise ConfigError(
-            f"k={k} is larger than the corpus ({corpus.shape[0]} examples): random selection "
+            f"k={k} is larger than the corpus ({corpus.shape[0]} examples): {rule} "
             "picks each example at most once"
         )
-    picked = [int(i) for i in np.random.default_rng(seed).choice(corpus.shape[0], size=k, replace=False)]
-    variances = [posterior_variance(query, corpus[picked[:m]], lam) for m in range(k + 1)]
+    return query, corpus
+
+
+def _with_variances(query: np.ndarray, corpus: np.ndarray, picked: list[int], lam: float) -> Selection:
+    """``picked`` with SIFT's posterior variance after each prefix, so every rule reads on one scale."""
+    variances = [posterior_variance(query, corpus[picked[:m]], lam) for m in range(len(picked) + 1)]
     return Selection(picked, variances)
