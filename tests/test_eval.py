@@ -363,6 +363,10 @@ def test_metrics():
     assert accuracy_ci([[True, True, False, False]])[0] == 0.5
     lo, hi = wilson_interval(5, 10)
     assert 0.2 < lo < 0.5 < hi < 0.8
+    # No problem right (or all right): the interval starts (ends) exactly at the accuracy, for any
+    # n; rounding once put the lower bound of 0/20 a hair above 0 and broke the plots' error bars.
+    for n in range(1, 200):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
     mean, lo, hi = accuracy_ci([[True, False], [True, True], [False, False]])
     assert mean == pytest.approx(0.5) and lo == 0.0 and hi == 1.0  # three seeds: wide t interval
     assert accuracy_ci([[True] * 10, [True] * 10]) == (1.0, 1.0, 1.0)

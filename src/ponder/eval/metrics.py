@@ -79,7 +79,8 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At p = 0 or 1 the bound equals p exactly; rounding must not put p outside its own interval.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def accuracy_ci(per_seed: list[list[bool]]) -> tuple[float, float, float]:

@@ -51,7 +51,7 @@ def plot_accuracy_vs_compute(cells: list[Cell], path: Path) -> Path:
             ax.errorbar(
                 [c.mean_flops for c in pts],
                 [c.accuracy for c in pts],
-                yerr=[[c.accuracy - c.lo for c in pts], [c.hi - c.accuracy for c in pts]],
+                yerr=[[max(0.0, c.accuracy - c.lo) for c in pts], [max(0.0, c.hi - c.accuracy) for c in pts]],
                 marker="o",
                 markersize=3,
                 capsize=2,
