@@ -62,6 +62,17 @@ def check_prompts(prompts: Sequence[str], responses: Sequence[str] | None = None
             raise ConfigError(f"prompt {i} must be a string, got {type(p).__name__}")
 
 
+def checked_call(
+    questions: Sequence[str], responses: Sequence[str] | None, params: SamplingParams | None
+) -> SamplingParams:
+    """The call's sampling parameters (defaults when None), after refusing bad parameters or prompts:
+    the checks every backend makes before any work."""
+    params = params or SamplingParams()
+    validate_params(params)
+    check_prompts(questions, responses)
+    return params
+
+
 def cut_at_step(text: str, delimiter: str) -> tuple[str, bool]:
     """``text`` up to and including the first ``delimiter``, and whether there was one."""
     i = text.find(delimiter)
@@ -176,6 +187,16 @@ def top_logprobs(logits: np.ndarray, k: int) -> list[tuple[int, float]]:
     idx = np.argpartition(-logits, k - 1)[:k]
     idx = idx[np.argsort(-logits[idx], kind="stable")]
     return [(int(i), float(logits[i] - logz)) for i in idx]
+
+
+def parse_bool(value: str) -> bool:
+    """A spec option's boolean: 1/true/yes/on or 0/false/no/off."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (use true or false)")
 
 
 def parse_options(query: str) -> dict[str, str]:

@@ -23,10 +23,9 @@ from ponder.backends.common import (
     DEFAULT_STEP_DELIMITER,
     END_OF_TURN_TOKENS,
     ContinuationGenerator,
-    check_prompts,
+    checked_call,
     cut_at_stop,
     stop_strings,
-    validate_params,
 )
 from ponder.errors import ConfigError, ContextLengthError, WeightsError
 
@@ -137,9 +136,7 @@ class HFGenerator(ContinuationGenerator):
     ) -> list[list[Completion]]:
         import torch
 
-        params = params or SamplingParams()
-        validate_params(params)
-        check_prompts(questions, responses)
+        params = checked_call(questions, responses, params)
         encoded = [self.encode(self.render(q, r)) for q, r in zip(questions, responses)]
         for i, ids in enumerate(encoded):
             if not ids:

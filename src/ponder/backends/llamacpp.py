@@ -34,14 +34,13 @@ from ponder.backends.common import (
     CHAT_BOUNDARY_TOKENS,
     DEFAULT_STEP_DELIMITER,
     ContinuationGenerator,
-    check_prompts,
+    checked_call,
     cut_at_stop,
     render_chat,
     row_seed,
     sample_logits,
     stop_strings,
     top_logprobs,
-    validate_params,
 )
 from ponder.errors import BackendError, ConfigError, ContextLengthError, WeightsError
 
@@ -227,9 +226,7 @@ class LlamaCppGenerator(ContinuationGenerator):
     def generate_continuations(
         self, questions: list[str], responses: list[str], params: SamplingParams | None = None
     ) -> list[list[Completion]]:
-        params = params or SamplingParams()
-        validate_params(params)
-        check_prompts(questions, responses)
+        params = checked_call(questions, responses, params)
         encoded = [self.encode(q, r) for q, r in zip(questions, responses)]
         for i, ids in enumerate(encoded):
             if not ids:

@@ -45,11 +45,10 @@ from ponder.backends.base import Completion, SamplingParams
 from ponder.backends.common import (
     DEFAULT_STEP_DELIMITER,
     ContinuationGenerator,
-    check_prompts,
+    checked_call,
     cut_at_stop,
     row_seed,
     stop_strings,
-    validate_params,
 )
 from ponder.errors import BackendError, ConfigError
 
@@ -401,9 +400,7 @@ class OpenAIGenerator(ContinuationGenerator):
         self, questions: list[str], responses: list[str], params: SamplingParams | None
     ) -> SamplingParams:
         """The call's parameters, after refusing bad input or a closed generator."""
-        params = params or SamplingParams()
-        validate_params(params)
-        check_prompts(questions, responses)
+        params = checked_call(questions, responses, params)
         if self._loop is None:
             raise ConfigError(f"the generator for {self.base_url} is closed")
         return params

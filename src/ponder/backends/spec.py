@@ -22,21 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ponder.backends.base import Generator
-from ponder.backends.common import parse_options
+from ponder.backends.common import parse_bool, parse_options
 from ponder.errors import ConfigError
 
 DEFAULT_BACKEND = "embedded"
 SCHEMES = ("embedded", "openai://", "openai+http://", "openai+https://", "hf:", "gguf:")
 USAGE = "embedded, openai://host:port/model, openai+https://host/model, hf:/model/dir or gguf:/file.gguf"
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not a boolean (use true or false)")
 
 
 def _int_or_none(value: str) -> int | None:
@@ -56,7 +47,7 @@ def _json_object(value: str) -> dict:
 
 
 def _chat(value: str) -> bool | None:
-    return None if value.strip().lower() in ("", "auto") else _bool(value)
+    return None if value.strip().lower() in ("", "auto") else parse_bool(value)
 
 
 # Options each scheme takes, with how a spec string's value is read.
@@ -70,13 +61,13 @@ OPENAI_OPTIONS: dict[str, Callable[[str], Any]] = {
     "max_retries": int,
     "backoff": float,
     "max_backoff": float,
-    "logprobs": _bool,
+    "logprobs": parse_bool,
     "system": str,
-    "continue_final_message": _bool,
+    "continue_final_message": parse_bool,
     "chat_overhead": int,
     "num_params": _int_or_none,
     "context_length": _int_or_none,
-    "check": _bool,
+    "check": parse_bool,
     "extra_body": _json_object,
     "api_key": str,
     "api_key_env": str,
@@ -87,7 +78,7 @@ HF_OPTIONS: dict[str, Callable[[str], Any]] = {
     "chat": _chat,
     "dtype": str,
     "device": str,
-    "share_prompt_cache": _bool,
+    "share_prompt_cache": parse_bool,
 }
 GGUF_OPTIONS: dict[str, Callable[[str], Any]] = {
     **COMMON,

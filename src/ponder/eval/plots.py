@@ -38,6 +38,15 @@ def _xaxis(ax: plt.Axes) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _save(fig: plt.Figure, axes: list[plt.Axes], path: Path) -> Path:
+    if axes:
+        axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy_vs_compute(cells: list[Cell], path: Path) -> Path:
     groups = _by_group(cells)
     fig, axes = _panels(len(groups))
@@ -59,12 +68,7 @@ def plot_accuracy_vs_compute(cells: list[Cell], path: Path) -> Path:
             )
         ax.set_title(group)
         _xaxis(ax)
-    if axes:
-        axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, path)
 
 
 def plot_frontier(cells: list[Cell], path: Path) -> Path:
@@ -89,9 +93,4 @@ def plot_frontier(cells: list[Cell], path: Path) -> Path:
             )
         ax.set_title(f"frontier: {group}")
         _xaxis(ax)
-    if axes:
-        axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, path)

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ponder.backends.common import parse_bool
 from ponder.errors import ConfigError
 from ponder.verifiers.base import Verifier
 
@@ -65,15 +66,6 @@ USAGE = (
 _SPEC = re.compile(r"^([a-z][a-z-]*)(?:\+([a-z0-9]+))?(?::(.*))?$", re.S)
 
 
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not a boolean (use true or false)")
-
-
 def _escaped(value: str) -> str:
     return value.encode().decode("unicode_escape")
 
@@ -85,7 +77,7 @@ def _count(value: str) -> int:
 HF_OPTIONS: dict[str, Callable[[str], Any]] = {
     "device": str,
     "batch_size": int,
-    "trust_remote_code": _bool,
+    "trust_remote_code": parse_bool,
     "step_delimiter": _escaped,
     "positive_label": str,
     "dtype": str,
@@ -104,7 +96,7 @@ VLLM_OPTIONS: dict[str, Callable[[str], Any]] = {
     "endpoint": str,
     "tokenizer": str,
     "api_key": str,
-    "check": _bool,
+    "check": parse_bool,
     "step_delimiter": _escaped,
     "dtype": str,
 }
