@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 
 from ponder.backends.base import Completion, GenerationUsage, SamplingParams
-from ponder.backends.common import validate_params
 from ponder.backends.prefix_cache import PrefixCache
 from ponder.errors import ConfigError, ContextLengthError
 from ponder.tasks.arithmetic import STEP_DELIMITER
@@ -38,6 +37,17 @@ from ponder.training.tokenizer import CharTokenizer
 _FINISH = ("length", "eos", "stop")
 # Prefix cache of the default generator (ponder.api): about 16k tokens of the shipped policy.
 DEFAULT_PREFIX_CACHE_MB = 64.0
+
+
+def _validate(params: SamplingParams) -> None:
+    if params.n < 1:
+        raise ConfigError(f"n must be at least 1, got {params.n}")
+    if params.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
 
 
 def sample_tokens(
@@ -213,7 +223,7 @@ class EmbeddedGenerator:
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams | None = None) -> list[list[Completion]]:
         params = params or SamplingParams()
-        validate_params(params)
+        _validate(params)
         encoded = self.encode_prompts(prompts)
         stop_ids = self._encode_stops(params.stop)
         n_prompts, n = len(encoded), params.n
