@@ -406,3 +406,20 @@ def test_solve_and_cli_take_a_backend_spec(server):
     dead = f"openai://127.0.0.1:{free_port()}/tiny-solver"
     out = CliRunner().invoke(app, ["solve", "48+27-13", "--backend", dead])
     assert out.exit_code == 2 and "cannot reach" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("http", ["aiohttp", "httpx"])
+def test_both_http_stacks_answer_and_name_a_dropped_connection(server, http):
+    with make(server, http=http, retry=RetryPolicy(max_retries=0)) as gen:
+        assert gen.http == http
+        c = gen.generate([PROMPT], SamplingParams(temperature=0, max_new_tokens=64))[0][0]
+        assert extract_answer(c.text) == PROBLEM.answer
+        server.fail("drop")
+        with pytest.raises(BackendError, match="connection failed") as info:
+            gen.generate([PROMPT], SamplingParams())
+        assert "timed out" not in str(info.value)
+
+
+def test_an_unknown_http_stack_is_named(server):
+    with pytest.raises(ConfigError, match="http must be one of"):
+        make(server, http="curl")

@@ -16,7 +16,15 @@ from ponder.training.card import auroc
 from ponder.training.model import ModelConfig, TinyTransformer, load_model, rope_tables, save_model
 from ponder.training.prm_data import RolloutConfig, generate_labels, label_problems, read_labels
 from ponder.training.tokenizer import CharTokenizer
-from ponder.training.train_policy import PolicyTrainConfig, train_policy
+from ponder.training.train_policy import (
+    PolicyTrainConfig,
+    accumulate_lm_loss,
+    draw_train_problems,
+    encode_batch,
+    lm_loss,
+    train_policy,
+    training_example,
+)
 from ponder.training.train_verifier import (
     VerifierTrainConfig,
     encode_records,
@@ -98,6 +106,22 @@ def test_rollout_labels_come_from_the_rollouts_that_reach_the_answer(label):
     assert bad["step_labels"][0] == 1.0
     assert bad["step_labels"][1:] == [0.0] * (len(bad["steps"]) - 1)
     assert bad["step_values"] == bad["step_labels"]  # all-or-nothing rollouts: both estimates agree
+
+
+def test_checked_labels_annotate_each_step_without_rollouts():
+    problem = next(p for p in make_split("train", levels=[3], n_per_level=20) if p.answer != int("9" * 3))
+
+    class NoRollouts(ScriptedPolicy):
+        def generate(self, prompts, params):
+            assert all(p == self.problem.prompt for p in prompts), "checked labels need no rollouts"
+            return super().generate(prompts, params)
+
+    cfg = RolloutConfig(samples_per_problem=2, label="checked")
+    good, bad = label_problems(NoRollouts(problem), [problem], cfg, seed=0)
+    assert good["step_labels"] == [1.0] * len(good["steps"])
+    # Right first step; the wrong second one and everything after it are off track.
+    assert bad["step_labels"] == [1.0] + [0.0] * (len(bad["steps"]) - 1)
+    assert bad["outcome"] == 0.0
 
 
 def test_hard_labels_mark_a_step_good_when_any_rollout_wins_soft_ones_give_the_fraction():
@@ -340,3 +364,51 @@ def test_stop_rule_stops_on_the_easy_target_or_the_hard_cap():
     assert stop_reason({1: 0.5, 5: 0.1}, cfg) is None
     assert "L1" in stop_reason({1: 0.95, 5: 0.1}, cfg)
     assert "L5" in stop_reason({"1": 0.5, "5": 0.4}, cfg)
+
+
+def _grads(model: TinyTransformer) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_length_buckets_give_the_same_gradient_as_one_padded_batch():
+    tok = CharTokenizer()
+    rng = random.Random(3)
+    cfg = PolicyTrainConfig(**TINY)
+    pairs = [training_example(p, rng, cfg, False) for p in draw_train_problems(rng, 12, cfg.level_weights)]
+    torch.manual_seed(0)
+    model = TinyTransformer(cfg.model_config())
+    x, y, _ = encode_batch(tok, [a for a, _ in pairs], [b for _, b in pairs])
+    lm_loss(model, x, y).backward()
+    one = _grads(model)
+    model.zero_grad()
+    loss = accumulate_lm_loss(model, tok, pairs, buckets=4)
+    assert loss == pytest.approx(lm_loss(model, x, y).item(), rel=1e-5)
+    four = _grads(model)
+    assert one.keys() == four.keys()
+    for name in one:
+        assert torch.allclose(one[name], four[name], atol=1e-6), name
+
+
+def test_bf16_training_learns_and_stop_step_keeps_the_longer_schedule(tmp_path):
+    cfg = PolicyTrainConfig(
+        out_dir=str(tmp_path), steps=10, stop_step=4, bf16=True, length_buckets=2, **TINY
+    )
+    meta = load_model(train_policy(cfg, log=_quiet))[1]
+    assert meta["final_step"] == 4 and meta["stopped_early"] is False
+    assert meta["train_config"]["steps"] == 10 and meta["train_config"]["bf16"] is True
+    # The bucket count only changes how a batch is computed, so a run may resume with another.
+    more = PolicyTrainConfig(
+        out_dir=str(tmp_path), steps=10, stop_step=6, bf16=True, length_buckets=1, **TINY
+    )
+    assert load_model(train_policy(more, log=_quiet))[1]["final_step"] == 6
+    # Mixed precision changes the numbers, so it may not.
+    with pytest.raises(ConfigError, match="different training config"):
+        train_policy(PolicyTrainConfig(out_dir=str(tmp_path), steps=10, stop_step=8, **TINY), log=_quiet)
+
+
+def test_surprise_features_with_a_trainable_trunk_are_refused(tmp_path, tiny_policy_file):
+    cfg = VerifierTrainConfig(
+        labels=str(tmp_path / "labels.jsonl"), init_from=str(tiny_policy_file), trunk_lr_scale=0.5
+    )
+    with pytest.raises(ConfigError, match="frozen trunk"):
+        train_verifier(cfg, log=_quiet)

@@ -51,6 +51,18 @@ def train_policy_cmd(
     n_head: int = 4,
     lr: float = 3e-3,
     seed: int = 0,
+    stop_step: Annotated[
+        int | None, typer.Option(help="stop after this step, keeping the learning-rate schedule of --steps")
+    ] = None,
+    early_stop: Annotated[
+        bool, typer.Option(help="stop once dev greedy L1 reaches 0.95 (or L5 0.3)")
+    ] = True,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (faster on CPUs with AVX512-BF16)")] = False,
+    length_buckets: Annotated[
+        int, typer.Option(min=1, help="micro-batches per batch, by length (same gradient, less padding)")
+    ] = 1,
+    eval_every: Annotated[int, typer.Option(min=1, help="steps between dev evaluations")] = 100,
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default)")] = 0,
     resume: Annotated[bool, typer.Option(help="continue from the run directory's checkpoint")] = True,
 ) -> None:
     """Train the embedded policy on the built-in task's train split."""
@@ -65,7 +77,14 @@ def train_policy_cmd(
         n_head=n_head,
         lr=lr,
         seed=seed,
+        stop_step=stop_step,
+        bf16=bf16,
+        length_buckets=length_buckets,
+        eval_every=eval_every,
+        threads=threads,
     )
+    if not early_stop:
+        cfg.stop_accuracy = cfg.cap_accuracy = None
     path = train_policy(cfg, resume=resume, log=console.print)
     console.print(f"policy weights: {path}")
 
@@ -80,6 +99,13 @@ def train_rollouts_cmd(
     n_problems: int = 800,
     samples_per_problem: int = 4,
     rollouts_per_step: int = 4,
+    label: Annotated[
+        str,
+        typer.Option(
+            help="hard (any rollout wins), soft (share of rollouts that win) or checked "
+            "(the task's step checker annotates each step; no rollouts)"
+        ),
+    ] = "hard",
     seed: int = 0,
 ) -> None:
     """Label the policy's own sampled steps by Monte-Carlo rollouts (resumable)."""
@@ -91,6 +117,7 @@ def train_rollouts_cmd(
         n_problems=n_problems,
         samples_per_problem=samples_per_problem,
         rollouts_per_step=rollouts_per_step,
+        label=label,
         seed=seed,
     )
     generate_labels(EmbeddedGenerator.load(policy), cfg, log=console.print)
@@ -106,13 +133,27 @@ def train_verifier_cmd(
     out_dir: Path = Path("runs/verifier"),
     epochs: int = 3,
     seed: int = 0,
+    trunk_lr_scale: Annotated[
+        float, typer.Option(help="learning rate of the policy trunk relative to the rest (0 freezes it)")
+    ] = 0.0,
+    surprise_features: Annotated[
+        bool, typer.Option(help="feed the policy's surprise at each token (needs a frozen trunk)")
+    ] = True,
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default)")] = 0,
     resume: bool = True,
 ) -> None:
     """Train the PRM + ORM verifier on rollout labels."""
     from ponder.training.train_verifier import VerifierTrainConfig, train_verifier
 
     cfg = VerifierTrainConfig(
-        labels=str(labels), init_from=str(policy), out_dir=str(out_dir), epochs=epochs, seed=seed
+        labels=str(labels),
+        init_from=str(policy),
+        out_dir=str(out_dir),
+        epochs=epochs,
+        seed=seed,
+        trunk_lr_scale=trunk_lr_scale,
+        surprise_features=surprise_features,
+        threads=threads,
     )
     path = train_verifier(cfg, resume=resume, log=console.print)
     console.print(f"verifier weights: {path}")

@@ -33,10 +33,12 @@ per event loop.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import random
 import threading
+import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -105,6 +107,39 @@ class RetryPolicy:
         return max(0.0, wait * (1.0 + spread))
 
 
+HTTP_STACKS = ("auto", "aiohttp", "httpx")
+
+# Generators still open at exit are closed then, while their loop threads still run: an aiohttp
+# session left to the garbage collector complains about its unclosed connections.
+_OPEN: weakref.WeakSet[OpenAIGenerator] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_generators() -> None:
+    for gen in list(_OPEN):
+        gen.close()
+
+
+def resolve_http_stack(http: str) -> str:
+    """The HTTP stack under the openai client: ``auto`` is aiohttp when it is installed."""
+    if http == "httpx":
+        return "httpx"
+    import openai
+
+    try:
+        import aiohttp  # noqa: F401
+
+        available = hasattr(openai, "DefaultAioHttpClient")
+    except ImportError:
+        available = False
+    if not available and http == "aiohttp":
+        raise ConfigError(
+            "http=aiohttp needs aiohttp and an openai client with DefaultAioHttpClient: "
+            "pip install -U 'openai[aiohttp]'"
+        )
+    return "aiohttp" if available else "httpx"
+
+
 def _retry_after(exc: BaseException | None) -> float | None:
     response = getattr(exc, "response", None)
     value = getattr(response, "headers", {}).get("retry-after") if response is not None else None
@@ -119,12 +154,37 @@ def _field(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A real timeout. The aiohttp transport reports every lost connection (a server that hung
+    up, a refused connect) as a connect timeout, so its root cause decides."""
+    import openai
+
+    if not isinstance(exc, openai.APITimeoutError):
+        return False
+    root = _root_cause(exc)
+    module = type(root).__module__ or ""
+    if module.startswith("aiohttp") and not isinstance(root, TimeoutError):
+        return False  # aiohttp's own timeout errors subclass TimeoutError; the rest are not
+    return True
+
+
 def _describe(exc: BaseException) -> str:
     import openai
 
-    if isinstance(exc, openai.APITimeoutError):
+    if _timed_out(exc):
         return "timed out"
     if isinstance(exc, openai.APIConnectionError):
+        root = _root_cause(exc)
+        if type(root).__module__.startswith("aiohttp"):
+            return f"connection failed ({type(root).__name__}: {root})"
         cause = exc.__cause__ or exc.__context__
         return f"connection failed ({type(cause).__name__}: {cause})" if cause else "connection failed"
     if isinstance(exc, openai.APIStatusError):
@@ -213,7 +273,8 @@ class OpenAIGenerator(ContinuationGenerator):
     and FLOPs then count as 0). The server's own sampling defaults apply on top of temperature and
     top-p (llama-cpp-python's server adds top_k=40, min_p=0.05 and repeat_penalty=1.1; vLLM takes
     the model's generation_config): ``extra_body`` is sent with every request to override them,
-    e.g. ``{"repeat_penalty": 1.0, "top_k": 0, "min_p": 0}``.
+    e.g. ``{"repeat_penalty": 1.0, "top_k": 0, "min_p": 0}``. ``http`` picks the client's HTTP
+    stack: ``aiohttp`` (the default when installed: less time per call) or ``httpx``.
     """
 
     prefix_stable = False  # the server's sampler decides whether sample s depends on n
@@ -238,7 +299,11 @@ class OpenAIGenerator(ContinuationGenerator):
         context_length: int | None = None,
         extra_body: dict[str, Any] | None = None,
         check: bool = True,
+        http: str = "auto",
     ) -> None:
+        if http not in HTTP_STACKS:
+            raise ConfigError(f"http must be one of {list(HTTP_STACKS)}, got {http!r}")
+        self.http = resolve_http_stack(http)
         if api not in ("completions", "chat"):
             raise ConfigError(f"api must be 'completions' or 'chat', got {api!r}")
         if n_mode not in ("auto", "native", "fanout"):
@@ -272,6 +337,7 @@ class OpenAIGenerator(ContinuationGenerator):
         self._path = "/completions" if api == "completions" else "/chat/completions"
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self._loop = _Loop()
+        _OPEN.add(self)
         self._own = _Session(self._new_client(), asyncio.Semaphore(max_concurrency))
         self._sessions: dict[asyncio.AbstractEventLoop, _Session] = {}  # callers' loops (agenerate)
         self.retries = 0  # retries made so far, for logs and tests
@@ -288,11 +354,17 @@ class OpenAIGenerator(ContinuationGenerator):
     def _new_client(self) -> Any:
         import openai
 
+        extra: dict[str, Any] = {}
+        if self.http == "aiohttp":
+            # The client's own aiohttp transport: about a quarter less time per call than httpx
+            # on loopback, which is most of what a proxying server adds.
+            extra["http_client"] = openai.DefaultAioHttpClient(timeout=self.timeout)
         return openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=self._api_key,
             timeout=self.timeout,
             max_retries=0,  # retries are RetryPolicy's
+            **extra,
         )
 
     def _session(self) -> _Session:
@@ -360,6 +432,7 @@ class OpenAIGenerator(ContinuationGenerator):
                 pass
         loop.close()
         self._loop = None  # type: ignore[assignment]
+        _OPEN.discard(self)
         sessions, self._sessions = getattr(self, "_sessions", {}), {}
         for other, session in sessions.items():
             if other.is_closed():
@@ -540,7 +613,7 @@ class OpenAIGenerator(ContinuationGenerator):
                         f"{self.base_url} failed after {tries}: {_describe(exc)}"
                         + (
                             f" (timeout {self.timeout:g} s)"
-                            if isinstance(exc, openai.APITimeoutError)
+                            if _timed_out(exc)
                             else ""
                         )
                     ) from exc

@@ -72,6 +72,7 @@ OPENAI_OPTIONS: dict[str, Callable[[str], Any]] = {
     "api_key": str,
     "api_key_env": str,
     "prefix": str,
+    "http": str,
 }
 HF_OPTIONS: dict[str, Callable[[str], Any]] = {
     **COMMON,

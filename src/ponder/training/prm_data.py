@@ -24,9 +24,11 @@ from pathlib import Path
 from ponder.backends.base import SamplingParams
 from ponder.backends.embedded import EmbeddedGenerator
 from ponder.errors import ConfigError
-from ponder.tasks.answers import is_correct
+from ponder.tasks.answers import check_steps, is_correct
 from ponder.tasks.arithmetic import ANSWER_PREFIX, LEVELS, STEP_DELIMITER, Problem, draw_problem, split_of
 from ponder.training.checkpoint import progress_bar
+
+LABEL_KINDS = ("hard", "soft", "checked")
 
 
 @dataclass
@@ -39,11 +41,13 @@ class RolloutConfig:
     problems_per_batch: int = 16
     seed: int = 0
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.5, 1.5, 2.0)
-    label: str = "hard"  # "hard": any rollout wins; "soft": fraction of rollouts that win
+    # "hard": any rollout wins; "soft": fraction of rollouts that win; "checked": the task's step
+    # checker annotates each step (as human annotators do for PRM800K), with no rollouts.
+    label: str = "hard"
 
     def __post_init__(self) -> None:
-        if self.label not in ("hard", "soft"):
-            raise ConfigError(f"rollout label must be 'hard' or 'soft', got {self.label!r}")
+        if self.label not in LABEL_KINDS:
+            raise ConfigError(f"rollout label must be one of {list(LABEL_KINDS)}, got {self.label!r}")
 
 
 def solution_steps(solution: str) -> list[str]:
@@ -59,7 +63,7 @@ def prefix_after(steps: list[str], i: int) -> str:
 def label_problems(
     generator: EmbeddedGenerator, problems: list[Problem], cfg: RolloutConfig, seed: int
 ) -> list[dict]:
-    """Sample solutions for ``problems`` and label every step by rollouts."""
+    """Sample solutions for ``problems`` and label every step (by rollouts, or by the checker)."""
     samples = generator.generate(
         [p.prompt for p in problems],
         SamplingParams(n=cfg.samples_per_problem, temperature=cfg.temperature, seed=seed),
@@ -81,6 +85,16 @@ def label_problems(
                 "step_values": [None] * len(steps),
                 "outcome": float(is_correct(problem, completion.text)),
             }
+            if cfg.label == "checked":
+                # "Still on track" after step i: every equation so far is the right one.
+                verdicts = check_steps(problem, completion.text)
+                on_track = [all(verdicts[: i + 1]) for i in range(len(verdicts))]
+                for i, step in enumerate(steps):
+                    last = step.startswith(ANSWER_PREFIX) or i == len(steps) - 1
+                    label = record["outcome"] if last or i >= len(on_track) else float(on_track[i])
+                    record["step_labels"][i] = record["step_values"][i] = label
+                records.append(record)
+                continue
             for i, step in enumerate(steps):
                 if step.startswith(ANSWER_PREFIX) or i == len(steps) - 1:
                     # The final line has no continuation: its label is the outcome itself.

@@ -65,6 +65,15 @@ class PolicyTrainConfig:
     ckpt_every: int = 100
     eval_per_level: int = 100
     threads: int = 0  # 0: torch's default
+    # Stop after this step while keeping the learning-rate schedule of ``steps`` (so a second
+    # model can see exactly the data and schedule another run saw before it stopped early).
+    stop_step: int | None = None
+    # Mixed precision: bf16 autocast for the forward pass (about 1.6x faster on CPUs with
+    # AVX512-BF16). Off for the shipped policy, whose recipe predates it.
+    bf16: bool = False
+    # Split each batch, sorted by length, into this many micro-batches with their own padding
+    # and accumulate gradients: the same gradient as one batch, with far fewer padded tokens.
+    length_buckets: int = 1
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -124,6 +133,36 @@ def lm_loss(model: TinyTransformer, x: torch.Tensor, y: torch.Tensor) -> torch.T
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
 
 
+def accumulate_lm_loss(
+    model: TinyTransformer,
+    tok: CharTokenizer,
+    pairs: list[tuple[str, str]],
+    buckets: int = 1,
+    bf16: bool = False,
+) -> float:
+    """Backpropagate the mean next-token loss over all target tokens of ``pairs``; returns it.
+
+    With ``buckets`` > 1 the pairs are sorted by length and split into that many micro-batches,
+    each padded only to its own longest sequence; every micro-batch's summed loss is divided by
+    the whole batch's target-token count, so the accumulated gradient equals one big batch's.
+    """
+    order = sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))
+    size = -(-len(order) // max(1, buckets))
+    parts = [order[i : i + size] for i in range(0, len(order), size)]
+    encoded = [encode_batch(tok, [a for a, _ in part], [b for _, b in part]) for part in parts]
+    n_target = sum(int((y != -100).sum()) for _, y, _ in encoded)
+    total = 0.0
+    for x, y, _ in encoded:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum"
+        ) / n_target
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 def make_optimizer(model: TinyTransformer, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "emb" in n]
@@ -167,7 +206,7 @@ def train_policy(
         # Where the run lives and when it stops may change between runs; what it learns may not.
         free = {
             "out_dir", "stop_level", "stop_accuracy", "cap_level", "cap_accuracy",
-            "eval_every", "eval_from", "eval_per_level", "threads",
+            "eval_every", "eval_from", "eval_per_level", "threads", "stop_step", "length_buckets",
         }
         # A key the checkpoint lacks predates that option: the run had its default behaviour.
         saved = asdict(PolicyTrainConfig()) | state["config"]
@@ -208,42 +247,41 @@ def train_policy(
         )
 
     model.train()
-    stop_at = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
-    with progress_bar("train policy", cfg.steps, completed=step) as (bar, task):
+    end = cfg.steps if cfg.stop_step is None else min(cfg.steps, cfg.stop_step)
+    stop_at = end if max_steps_this_run is None else min(end, step + max_steps_this_run)
+    with progress_bar("train policy", end, completed=step) as (bar, task):
         while step < stop_at and not stopped_early:
             t0 = time.perf_counter()
             rng = random.Random(f"policy/{cfg.seed}/{step}")
             batch = draw_train_problems(rng, cfg.batch_size, tuple(cfg.level_weights))
             revision = cfg.revision_every > 0 and step % cfg.revision_every == cfg.revision_every - 1
             pairs = [training_example(p, rng, cfg, revision) for p in batch]
-            x, y, _ = encode_batch(tok, [a for a, _ in pairs], [b for _, b in pairs])
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
-            loss = lm_loss(model, x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = accumulate_lm_loss(model, tok, pairs, cfg.length_buckets, cfg.bf16)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
             elapsed += time.perf_counter() - t0
-            bar.update(task, advance=1, info=f"loss {loss.item():.4f}")
+            bar.update(task, advance=1, info=f"loss {loss:.4f}")
             every = cfg.eval_every if step >= cfg.eval_from else 5 * cfg.eval_every
-            if step % every == 0 or step == cfg.steps:
+            if step % every == 0 or step == end:
                 acc = evaluate()
-                history.append({"step": step, "loss": loss.item(), "dev_greedy": acc, "elapsed": elapsed})
+                history.append({"step": step, "loss": loss, "dev_greedy": acc, "elapsed": elapsed})
                 log(
-                    f"step {step}: loss {loss.item():.4f} dev greedy "
+                    f"step {step}: loss {loss:.4f} dev greedy "
                     + " ".join(f"L{k}={v:.2f}" for k, v in acc.items())
                 )
                 reason = stop_reason(acc, cfg)
                 if reason is not None:
                     stopped_early = True
                     log(f"early stop at step {step}: {reason}")
-            if step % cfg.ckpt_every == 0 or step == cfg.steps or stopped_early:
+            if step % cfg.ckpt_every == 0 or step == end or stopped_early:
                 checkpoint()
             if step % 250 == 0 and bar.disable:
-                log(eta_line("policy step", step, cfg.steps, elapsed) + f", loss {loss.item():.4f}")
-    if step < cfg.steps and not stopped_early:
+                log(eta_line("policy step", step, end, elapsed) + f", loss {loss:.4f}")
+    if step < end and not stopped_early:
         checkpoint()
         log(f"stopped at step {step} of {cfg.steps}; rerun to resume")
         return None

@@ -159,6 +159,11 @@ def make_verifier_optimizer(
 
 
 def train_verifier(cfg: VerifierTrainConfig, resume: bool = True, log=print) -> Path:
+    if cfg.surprise_features and cfg.trunk_lr_scale > 0:
+        raise ConfigError(
+            "surprise features read the policy's own probabilities, so they need a frozen trunk "
+            "(trunk_lr_scale 0); turn them off to fine-tune the trunk"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
