@@ -58,12 +58,12 @@ def inference_multiplier(m: float, r: float) -> float:
 
 
 def per_level_means(results: list[dict[str, Any]]) -> dict[tuple[str, float, int], dict[str, float]]:
-    """(strategy label, budget, level) -> mean accuracy and mean FLOPs per problem."""
+    """(strategy label as run, budget, level) -> mean accuracy and mean FLOPs per problem."""
     acc: dict[tuple[str, float, int], list[tuple[float, float]]] = defaultdict(list)
     for r in results:
         if r.get("error"):
             continue
-        acc[(r["name"], float(r["budget"]), int(r["level"]))].append((float(r["correct"]), r["flops"]))
+        acc[(r["strategy"], float(r["budget"]), int(r["level"]))].append((float(r["correct"]), r["flops"]))
     return {
         k: {
             "accuracy": sum(c for c, _ in v) / len(v),
