@@ -14,20 +14,23 @@ without touching the test split.
 from __future__ import annotations
 
 import argparse
-import math
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from _common import environment, markdown_table, set_threads, write_json
 
 from ponder.api import default_models
 from ponder.backends.base import SamplingParams
+from ponder.strategies.base import Candidate
+from ponder.strategies.best_of_n import pick_by_score
+from ponder.strategies.majority import vote
 from ponder.tasks.answers import extract_answer
 from ponder.tasks.arithmetic import make_split
+from ponder.verifiers.base import aggregate_steps
 
-AGGREGATIONS = {"min": min, "last": lambda s: s[-1], "product": math.prod}
-COLUMNS = ("pass@k", "one sample", "majority", "bon min", "bon last", "bon product", "weighted bon min")
+AGGREGATIONS = ("min", "last", "prod")
+COLUMNS = ("pass@k", "one sample", "majority", "bon min", "bon last", "bon prod", "weighted bon min")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,21 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def select(answers: list[Any], steps: list[list[float]], gold: Any) -> dict[str, bool]:
-    """Which selection rules pick the right answer from one scored pool."""
-    votes = Counter(a for a in answers if a is not None)
+    """Which selection rules pick the right answer from one scored pool: the strategies' own
+    vote and best-of-N picks (same tie-breaking), on each step aggregation."""
     out = {
         "pass@k": gold in answers,
         "one sample": sum(a == gold for a in answers) / len(answers),
-        "majority": bool(votes) and votes.most_common(1)[0][0] == gold,
+        "majority": vote([Candidate("", a) for a in answers]) == gold,
     }
-    for name, agg in AGGREGATIONS.items():
-        scores = [agg(s) if s else 0.0 for s in steps]
-        out[f"bon {name}"] = answers[max(range(len(answers)), key=scores.__getitem__)] == gold
-    weights: dict[Any, float] = defaultdict(float)
-    for a, s in zip(answers, steps):
-        if a is not None:
-            weights[a] += min(s) if s else 0.0
-    out["weighted bon min"] = bool(weights) and max(weights, key=weights.__getitem__) == gold
+    for how in AGGREGATIONS:
+        scored = [Candidate("", a, aggregate_steps(s, how)) for a, s in zip(answers, steps)]
+        out[f"bon {how}"] = pick_by_score(scored, weighted=False) == gold
+        if how == "min":
+            out["weighted bon min"] = pick_by_score(scored, weighted=True) == gold
     return out
 
 
