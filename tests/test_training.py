@@ -412,3 +412,9 @@ def test_surprise_features_with_a_trainable_trunk_are_refused(tmp_path, tiny_pol
     )
     with pytest.raises(ConfigError, match="frozen trunk"):
         train_verifier(cfg, log=_quiet)
+
+
+@pytest.mark.parametrize("bad", [{"stop_step": 0}, {"length_buckets": 0}])
+def test_a_bad_stop_step_or_bucket_count_is_named(tmp_path, bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        train_policy(PolicyTrainConfig(out_dir=str(tmp_path), steps=3, **TINY, **bad), log=_quiet)

@@ -192,6 +192,10 @@ def train_policy(
     from ponder.eval.metrics import greedy_correct, per_level
     from ponder.tasks.arithmetic import make_split
 
+    if cfg.stop_step is not None and cfg.stop_step < 1:
+        raise ConfigError(f"stop_step must be >= 1, got {cfg.stop_step}")
+    if cfg.length_buckets < 1:
+        raise ConfigError(f"length_buckets must be >= 1, got {cfg.length_buckets}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
