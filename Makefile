@@ -37,7 +37,7 @@ test: $(BIN)/ponder $(VENV)/.real
 lint: $(BIN)/ponder
 	$(BIN)/ruff check src tests benchmarks
 
-# Retrain every embedded model from scratch (policy, rollout labels, verifier) and install the
+# Retrain every embedded model from scratch (policy, rollout labels, PRM, step checker) and install the
 # weights into the package. Resumable: rerun after an interruption.
 retrain: $(BIN)/ponder
 	$(BIN)/ponder train all --install

@@ -28,6 +28,7 @@ from ponder.strategies.majority import vote
 from ponder.tasks.answers import extract_answer
 from ponder.tasks.arithmetic import make_split
 from ponder.verifiers.base import aggregate_steps
+from ponder.verifiers.spec import load_verifier
 
 AGGREGATIONS = ("min", "last", "prod")
 COLUMNS = ("pass@k", "one sample", "majority", "bon min", "bon last", "bon prod", "weighted bon min")
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--verifier", default="embedded", help="verifier spec (e.g. embedded:runs/v/verifier.safetensors)"
+    )
     ap.add_argument("--json", help="write everything measured here")
     return ap.parse_args(argv)
 
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     set_threads(args.threads)
     generator, verifier = default_models()
+    if args.verifier != "embedded":
+        verifier = load_verifier(args.verifier)
     split = make_split(args.split, n_per_level=args.n_per_level, seed=args.seed)
     problems = [p for p in split if p.level in args.levels]
     started = time.perf_counter()

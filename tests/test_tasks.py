@@ -30,6 +30,7 @@ from ponder.tasks import (
     split_steps,
     to_display,
 )
+from ponder.tasks.answers import expected_chars, first_slip
 from ponder.tasks.arithmetic import number_width
 
 ALL_LEVELS = sorted(LEVELS)
@@ -363,3 +364,45 @@ def test_revision_prompt_lists_attempts_each_closed_by_a_retry_line():
 
     assert revision_prompt("Q:21+3\n", ["a\nA:1", "b\nA:2\n"]) == "Q:21+3\na\nA:1\nR:\nb\nA:2\nR:\n"
     assert revision_prompt("Q:21+3\n", []) == "Q:21+3\n"
+
+
+@pytest.mark.parametrize("level", ALL_LEVELS)
+def test_first_slip_finds_the_first_wrong_character(level):
+    problem = make_split("dev", levels=[level], n_per_level=1, seed=3)[0]
+    solution = problem.solution
+    assert first_slip(problem, solution) is None
+    assert first_slip(problem, solution + STEP_DELIMITER) is None
+    for cut in range(len(solution)):  # a solution cut short breaks nothing yet
+        assert first_slip(problem, solution[:cut]) is None
+    rng = random.Random(level)
+    for k in rng.sample(range(len(solution)), min(40, len(solution))):
+        wrong = rng.choice([c for c in "0123456789+-=\nA:" if c != solution[k]])
+        assert first_slip(problem, solution[:k] + wrong + solution[k + 1 :]) == k
+
+
+def test_first_slip_judges_each_step_on_what_was_written():
+    problem = parse_question("12+5-3")  # width 2: "21+50=71", "71-30=41"
+    assert problem.solution == "21+50=71\n71-30=41\nA:41"
+    # A wrong result (18) is the first break; the next step, chaining from 18 correctly, adds none.
+    assert first_slip(problem, "21+50=81\n81-30=51\nA:51") == 6
+    # Copying the wrong operand breaks at the copied digit.
+    assert first_slip(problem, "21+50=71\n71-40=31\nA:31") == 12
+    # Stopping early with an answer, or going on after it, is a break.
+    assert first_slip(problem, "21+50=71\nA:71") == 9
+    assert first_slip(problem, "21+50=71\n71-30=41\nA:41\n9") == 23
+
+
+def test_expected_chars_follow_what_was_written():
+    problem = parse_question("12+5-3")
+    def shown(solution: str) -> str:
+        return "".join("_" if c is None else c for c in expected_chars(problem, solution))
+
+    assert shown("21+50=71\n71-30=41\nA:41") == "21+50=71\n71-30=41\nA:41"
+    # After a wrong result the next step should chain from it; after a wrong operand the result
+    # should be that of the operands as written.
+    assert shown("21+50=81\n81-30=51\nA:51") == "21+50=71\n81-30=51\nA:51"
+    assert shown("21+50=71\n71-40=31\nA:31") == "21+50=71\n71-30=31\nA:31"
+    # A malformed line has no rule for its result; the next step chains from what it wrote.
+    assert shown("21+5x=71\n71-30=41") == "21+50=__\n71-30=41"
+    assert shown("21+50=71\n71-30=41\nA:41\n9") == "21+50=71\n71-30=41\nA:41\n_"
+    assert len(expected_chars(problem, "21+5")) == 4

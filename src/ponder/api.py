@@ -12,15 +12,15 @@ from ponder.strategies.budget import Budget
 from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
 from ponder.tasks.arithmetic import parse_question
 from ponder.verifiers.base import Verifier
-from ponder.verifiers.embedded import EmbeddedVerifier
+from ponder.verifiers.embedded import load_embedded_verifier
 from ponder.verifiers.spec import check_spec
 
 
 @lru_cache(maxsize=1)
-def default_models() -> tuple[EmbeddedGenerator, EmbeddedVerifier]:
-    """The shipped policy and verifier, loaded once per process. The policy keeps a prefix cache,
-    so tree searches do not recompute the paths they continue."""
-    return EmbeddedGenerator.load(prefix_cache_mb=DEFAULT_PREFIX_CACHE_MB), EmbeddedVerifier.load()
+def default_models() -> tuple[EmbeddedGenerator, Verifier]:
+    """The shipped policy and default verifier (the step checker), loaded once per process. The
+    policy keeps a prefix cache, so tree searches do not recompute the paths they continue."""
+    return EmbeddedGenerator.load(prefix_cache_mb=DEFAULT_PREFIX_CACHE_MB), load_embedded_verifier()
 
 
 @lru_cache(maxsize=4)
@@ -93,8 +93,9 @@ def solve(
     :mod:`ponder.backends.spec`) or a Generator; the embedded policy by default. ``verifier`` is
     what scores solutions for the strategies that use one: a verifier spec (``"embedded"``,
     ``"hf-prm:/dir"``, ``"vllm-reward://host:port/model"``, ``"judge:<backend spec>"``,
-    ``"answer-check"``, ..., see :mod:`ponder.verifiers.spec`) or a Verifier; the embedded PRM by
-    default. A strategy that uses no verifier leaves it unloaded (a malformed spec is still refused).
+    ``"answer-check"``, ..., see :mod:`ponder.verifiers.spec`) or a Verifier; the embedded step
+    checker by default (``"embedded+prm"``: the embedded PRM). A strategy that uses no verifier
+    leaves it unloaded (a malformed spec is still refused).
     """
     if not question or not question.strip():
         raise ConfigError("the question is empty")

@@ -159,6 +159,38 @@ def train_verifier_cmd(
     console.print(f"verifier weights: {path}")
 
 
+@train_app.command("checker")
+@clean_errors
+def train_checker_cmd(
+    samples: Annotated[
+        Path, typer.Option(help="the policy's sampled solutions (`ponder train rollouts --label checked`)")
+    ] = Path("runs/checker/samples.jsonl"),
+    policy: Annotated[Path, typer.Option(help="policy weights the checker starts from")] = Path(
+        "runs/policy/policy.safetensors"
+    ),
+    out_dir: Path = Path("runs/checker"),
+    steps: Annotated[int, typer.Option(min=1)] = 500,
+    lr: float = 3e-4,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default)")] = 0,
+    resume: bool = True,
+) -> None:
+    """Train the step checker (the default verifier) on the policy's samples, slips corrected."""
+    from ponder.training.train_checker import CheckerTrainConfig, train_checker
+
+    cfg = CheckerTrainConfig(
+        samples=str(samples),
+        init_from=str(policy),
+        out_dir=str(out_dir),
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        threads=threads,
+    )
+    path = train_checker(cfg, resume=resume, log=console.print)
+    console.print(f"checker weights: {path}")
+
+
 @train_app.command("all")
 @clean_errors
 def train_all_cmd(

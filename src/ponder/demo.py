@@ -13,7 +13,7 @@ from ponder.strategies.base import Compute
 from ponder.strategies.budget import Budget
 from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
 from ponder.tasks.arithmetic import LEVELS, make_split
-from ponder.verifiers.embedded import EmbeddedVerifier
+from ponder.verifiers.embedded import load_embedded_verifier
 
 DEMO_STRATEGIES = ("greedy", "majority", "best_of_n", "weighted_best_of_n")
 
@@ -25,7 +25,7 @@ def run_demo(n_per_level: int = 6, samples: int = 16, seed: int = 0, console: Co
         console.width = max(console.width, 120)  # a log or pipe: keep the table whole
     budget = Budget(samples=samples)  # refuse a bad budget before loading the models
     generator = EmbeddedGenerator.load()
-    verifier = EmbeddedVerifier.load()
+    verifier = load_embedded_verifier()
     problems = make_split("test", n_per_level=n_per_level, seed=seed)
     console.print(
         f"embedded policy: {generator.num_params:,} parameters; verifier: {verifier.num_params:,}; "

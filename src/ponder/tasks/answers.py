@@ -82,3 +82,60 @@ def check_steps(problem: Problem, solution: str) -> list[bool]:
             prev = res
         verdicts.append(ok)
     return verdicts
+
+
+
+def expected_chars(problem: Problem, solution: str) -> list[str | None]:
+    """Per character of ``solution``: what a careful calculator writes there, given the text
+    before it (None where no rule applies: inside a malformed line, or past the last step).
+
+    Each step is judged on what was written, as :func:`check_steps` does: its left operand should
+    be the previous *written* result (the chain's start for the first step), its operation and
+    right operand the problem's, its result the true value of the operands as written; after the
+    last step comes ``A:`` with the last written result, and nothing after it. Results are
+    little-endian, so every character's expectation depends only on characters before it: a causal
+    model can learn to predict it, and the first character that differs from it is the first slip.
+    """
+    w, steps = problem.width, problem.steps
+    out: list[str | None] = []
+    lines = solution.split(STEP_DELIMITER)
+    prev: int | None = steps[0].lhs if steps else None
+    for i, line in enumerate(lines):
+        template: list[str | None] = []
+        if i < len(steps) and prev is not None:
+            step = steps[i]
+            template = list(f"{_encode(prev, w)}{step.op}{_encode(step.rhs, w)}=")
+            value = _written_value(line, w)
+            fits = value is not None and 0 <= value < 10**w
+            template += list(_encode(value, w)) if fits else [None] * w  # type: ignore[arg-type]
+            template.append(STEP_DELIMITER)
+            result = line[2 * w + 2 : 3 * w + 2]
+            prev = decode_number(result) if len(result) == w and result.isdigit() else None
+        elif i == len(steps) and prev is not None:
+            template = list(f"{ANSWER_PREFIX}{_encode(prev, w)}{STEP_DELIMITER}")
+            prev = None
+        else:
+            prev = None
+        text = line if i == len(lines) - 1 else line + STEP_DELIMITER
+        out += [template[j] if j < len(template) else None for j in range(len(text))]
+    return out
+
+
+def _written_value(line: str, width: int) -> int | None:
+    """The true value of a step line's operands as written (None if they are not numbers)."""
+    lhs, op, rhs = line[:width], line[width : width + 1], line[width + 1 : 2 * width + 1]
+    if not (len(lhs) == len(rhs) == width and lhs.isdigit() and rhs.isdigit() and op in ("+", "-")):
+        return None
+    return decode_number(lhs) + (decode_number(rhs) if op == "+" else -decode_number(rhs))
+
+
+def first_slip(problem: Problem, solution: str) -> int | None:
+    """Index of the first character that differs from :func:`expected_chars` (None: no slip)."""
+    for j, (got, want) in enumerate(zip(solution, expected_chars(problem, solution))):
+        if got != want:
+            return j
+    return None
+
+
+def _encode(value: int, width: int) -> str:
+    return f"{value:0{width}d}"[::-1]

@@ -12,9 +12,12 @@ import numpy as np
 from ponder.backends.base import SamplingParams
 from ponder.backends.embedded import EmbeddedGenerator
 from ponder.eval.metrics import greedy_correct, pass_at_k, per_level
+from ponder.strategies.base import Candidate
+from ponder.strategies.best_of_n import pick_by_score
 from ponder.tasks.answers import check_steps, extract_answer, is_correct
 from ponder.tasks.arithmetic import LEVELS, make_split
 from ponder.training.checkpoint import progress_bar
+from ponder.verifiers.base import Verifier
 from ponder.verifiers.embedded import EmbeddedVerifier
 
 
@@ -52,6 +55,11 @@ class CardMetrics:
     prm_step_auroc: float = 0.0
     prm_step_auroc_per_level: dict[int, float] = field(default_factory=dict)
     orm_auroc: float = 0.0
+    # The step checker (the default verifier), on the same samples.
+    checker_best_of_16: dict[int, float] = field(default_factory=dict)
+    checker_weighted_best_of_16: dict[int, float] = field(default_factory=dict)
+    checker_step_auroc: float = 0.0
+    checker_step_auroc_per_level: dict[int, float] = field(default_factory=dict)
     n_greedy_per_level: int = 0
     n_sampled_per_level: int = 0
 
@@ -62,6 +70,7 @@ def measure(
     n_greedy_per_level: int = 200,
     n_sampled_per_level: int = 40,
     seed: int = 0,
+    checker: Verifier | None = None,
 ) -> CardMetrics:
     """Greedy accuracy, pass@k, and verifier quality on the test split."""
     m = CardMetrics(n_greedy_per_level=n_greedy_per_level, n_sampled_per_level=n_sampled_per_level)
@@ -71,7 +80,10 @@ def measure(
     sampled = make_split("test", n_per_level=n_sampled_per_level, seed=seed)
     step_scores, step_truth, step_levels = [], [], []
     orm_scores, orm_truth = [], []
-    rows: dict[str, list[float]] = {k: [] for k in ("p1", "p16", "p64", "maj", "prm", "prm_min", "orm")}
+    rows: dict[str, list[float]] = {
+        k: [] for k in ("p1", "p16", "p64", "maj", "prm", "prm_min", "orm", "chk", "chk_w")
+    }
+    chk_scores, chk_truth, chk_levels = [], [], []
     with progress_bar("measure models", len(sampled)) as (bar, task):
         for i, problem in enumerate(sampled):
             group = generator.generate(
@@ -91,6 +103,17 @@ def measure(
             rows["prm"].append(float(ok16[best]))
             rows["prm_min"].append(float(ok16[best_min]))
             rows["orm"].append(float(ok16[best_orm]))
+            if checker is not None:
+                texts = [c.text for c in first16]
+                checked = checker.score([problem.prompt] * 16, texts)
+                pool = [Candidate(t, extract_answer(t), s.aggregate("min")) for t, s in zip(texts, checked)]
+                rows["chk"].append(float(pick_by_score(pool, weighted=False) == problem.answer))
+                rows["chk_w"].append(float(pick_by_score(pool, weighted=True) == problem.answer))
+                for c, s, ok in zip(first16, checked, ok16):
+                    for sc, truth in zip(s.step_scores, _on_track(problem, c.text, ok)):
+                        chk_scores.append(sc)
+                        chk_truth.append(truth)
+                        chk_levels.append(problem.level)
             for c, s, ok in zip(first16, scores, ok16):
                 verdicts = check_steps(problem, c.text)
                 on_track = True
@@ -115,7 +138,25 @@ def measure(
         idx = [k for k, x in enumerate(step_levels) if x == lv]
         m.prm_step_auroc_per_level[lv] = auroc([step_scores[k] for k in idx], [step_truth[k] for k in idx])
     m.orm_auroc = auroc(orm_scores, orm_truth)
+    if checker is not None:
+        m.checker_best_of_16 = per_level(sampled, rows["chk"])
+        m.checker_weighted_best_of_16 = per_level(sampled, rows["chk_w"])
+        m.checker_step_auroc = auroc(chk_scores, chk_truth)
+        for lv in sorted(LEVELS):
+            idx = [k for k, x in enumerate(chk_levels) if x == lv]
+            picked = [chk_scores[k] for k in idx], [chk_truth[k] for k in idx]
+            m.checker_step_auroc_per_level[lv] = auroc(*picked)
     return m
+
+
+def _on_track(problem, solution: str, correct: bool) -> list[bool]:
+    """Per step line: is every step so far right (the answer line: is the answer right)?"""
+    verdicts = check_steps(problem, solution)
+    out, on_track = [], True
+    for j in range(len(verdicts) + 1):
+        on_track = on_track and (verdicts[j] if j < len(verdicts) else correct)
+        out.append(on_track)
+    return out
 
 
 def _by_level(values: dict) -> dict[int, float]:
@@ -178,6 +219,7 @@ compute feature can run, be tested and be measured on a 2-core CPU.
 |---|---|---|---|---|
 {_model_row("policy", "policy.safetensors", info, "policy")}
 {_model_row("verifier (PRM + ORM heads)", "verifier.safetensors", info, "verifier")}
+{_checker_model_row(info)}
 
 ## Task
 `ponder.tasks`: chains of additions and subtractions, one checkable equation per line, numbers
@@ -201,6 +243,7 @@ written least-significant digit first and zero-padded to the level's width.
   two-logit head; cross-entropy on the rollout labels at each step end (PRM) and on the sample's
   outcome at its last token (ORM), {info["verifier_epochs"]} epochs:
   {info["verifier_seconds"] / 60:.1f} min.
+{_checker_training_text(info)}
 - Whole recipe: {info["total_seconds"] / 60:.1f} min wall time.
 
 ## Quality on the test split (held out; seed {info["seed"]})
@@ -216,16 +259,61 @@ Greedy accuracy uses {metrics.n_greedy_per_level} problems per level; the sample
 {_row("best-of-16 by PRM (last step)", metrics.prm_best_of_16)}
 {_row("best-of-16 by PRM (min step)", metrics.prm_min_best_of_16)}
 {_row("best-of-16 by ORM", metrics.orm_best_of_16)}
+{_checker_rows(metrics)}
 
 Verifier quality (the truth for a step is the step checker: every step so far is right; for the
 answer line, the answer is right):
 - PRM step-level AUROC: **{metrics.prm_step_auroc:.3f}** overall; per level
   {", ".join(f"L{lv} {v:.3f}" for lv, v in sorted(_by_level(metrics.prm_step_auroc_per_level).items()))}.
 - ORM AUROC (right vs. wrong final answer): **{metrics.orm_auroc:.3f}**.
+{_checker_auroc_text(metrics)}
 
 ## Limits
-The policy only knows this task's format. The verifier is learned from noisy rollout estimates,
-so it is an imperfect judge by design: it is what search has to work against.
+The policy only knows this task's format. The PRM is learned from noisy rollout estimates and
+reads the policy's own uncertainty, so it cannot see the policy's confident mistakes. The checker
+is learned too (from the policy's corrected samples, never from the answers of the problems it
+judges), so it misses slips it did not learn to see: it is what search has to work against.
 """
     path.write_text(text)
     (path.parent / "card.json").write_text(json.dumps({"metrics": metrics.__dict__, "info": info}, indent=1))
+
+
+def _checker_model_row(info: dict) -> str:
+    if "checker_params" not in info:
+        return ""
+    return _model_row("step checker (default verifier)", "checker.safetensors", info, "checker")
+
+
+def _checker_training_text(info: dict) -> str:
+    if "checker_params" not in info:
+        return ""
+    return (
+        f"- Step checker: the policy samples {info['checker_samples_per_problem']} solutions for each"
+        f" of {info['checker_problems']} train problems ({info['checker_sample_seconds'] / 60:.1f} min);"
+        " a copy of the policy is fine-tuned on them with every character's target replaced by what"
+        " a careful solver writes there given the text so far (`ponder.tasks.answers.expected_chars`),"
+        f" {info['checker_steps']} steps of 64: {info['checker_seconds'] / 60:.1f} min. A step's score"
+        " is the lowest probability the checker gives any token so far."
+    )
+
+
+def _checker_rows(metrics: CardMetrics) -> str:
+    if not metrics.checker_best_of_16:
+        return ""
+    return "\n".join(
+        [
+            _row("best-of-16 by the step checker", metrics.checker_best_of_16),
+            _row("weighted best-of-16 by the step checker", metrics.checker_weighted_best_of_16),
+        ]
+    )
+
+
+def _checker_auroc_text(metrics: CardMetrics) -> str:
+    if not metrics.checker_best_of_16:
+        return ""
+    per_level = _by_level(metrics.checker_step_auroc_per_level)
+    return (
+        f"- Step checker step-level AUROC: **{metrics.checker_step_auroc:.3f}** overall; per level "
+        + ", ".join(f"L{lv} {v:.3f}" for lv, v in sorted(per_level.items()))
+        + "."
+    )

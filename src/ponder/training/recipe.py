@@ -1,5 +1,5 @@
 """The whole embedded-model recipe, one resumable command: policy -> rollout labels -> verifier ->
-measurement and model card -> (optionally) install into the package.
+step checker -> measurement and model card -> (optionally) install into the package.
 
 Each stage resumes from its own checkpoints, and a finished stage is skipped, so rerunning the
 command after an interruption continues where it stopped. Stage wall times are kept in
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.training.prm_data import RolloutConfig
+from ponder.training.train_checker import CheckerTrainConfig
 from ponder.training.train_policy import PolicyTrainConfig
 from ponder.training.train_verifier import VerifierTrainConfig
 
@@ -28,6 +29,11 @@ class RecipeConfig:
     policy_steps: int = PolicyTrainConfig.steps
     rollout_problems: int = RolloutConfig.n_problems
     verifier_epochs: int = VerifierTrainConfig.epochs
+    # The step checker (the default verifier): the policy's samples of these many train problems,
+    # every slip corrected, and a fine-tune of a policy copy on them.
+    checker_problems: int = 2500
+    checker_samples_per_problem: int = 8
+    checker_steps: int = CheckerTrainConfig.steps
     card_greedy_per_level: int = 200
     card_sampled_per_level: int = 40
     install: bool = False
@@ -55,9 +61,11 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     from ponder.training.card import measure, write_card
     from ponder.training.model import load_model
     from ponder.training.prm_data import generate_labels
+    from ponder.training.train_checker import train_checker
     from ponder.training.train_policy import train_policy
     from ponder.training.train_verifier import train_verifier
     from ponder.verifiers.embedded import EmbeddedVerifier
+    from ponder.verifiers.likelihood import CheckerLMVerifier
 
     root = Path(cfg.out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -74,8 +82,23 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
         epochs=cfg.verifier_epochs,
         seed=cfg.seed,
     )
+    checker_samples_cfg = RolloutConfig(
+        out_file=str(root / "checker" / "samples.jsonl"),
+        n_problems=cfg.checker_problems,
+        samples_per_problem=cfg.checker_samples_per_problem,
+        label="checked",
+        seed=cfg.seed,
+    )
+    checker_cfg = CheckerTrainConfig(
+        samples=checker_samples_cfg.out_file,
+        init_from=str(root / "policy" / "policy.safetensors"),
+        out_dir=str(root / "checker"),
+        steps=cfg.checker_steps,
+        seed=cfg.seed,
+    )
     policy_file = root / "policy" / "policy.safetensors"
     verifier_file = root / "verifier" / "verifier.safetensors"
+    checker_file = root / "checker" / "checker.safetensors"
 
     _stage(state, state_file, "policy", lambda: train_policy(policy_cfg, log=log), log)
     _stage(
@@ -86,15 +109,30 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
         log,
     )
     _stage(state, state_file, "verifier", lambda: train_verifier(verifier_cfg, log=log), log)
+    _stage(
+        state,
+        state_file,
+        "checker_samples",
+        lambda: generate_labels(EmbeddedGenerator.load(policy_file), checker_samples_cfg, log=log),
+        log,
+    )
+    _stage(state, state_file, "checker", lambda: train_checker(checker_cfg, log=log), log)
 
     def card() -> None:
         generator = EmbeddedGenerator.load(policy_file)
         verifier = EmbeddedVerifier.load(verifier_file)
+        checker = CheckerLMVerifier.load(checker_file)
         metrics = measure(
-            generator, verifier, cfg.card_greedy_per_level, cfg.card_sampled_per_level, cfg.seed
+            generator,
+            verifier,
+            cfg.card_greedy_per_level,
+            cfg.card_sampled_per_level,
+            cfg.seed,
+            checker=checker,
         )
         _, policy_meta = load_model(policy_file)
         _, verifier_meta = load_model(verifier_file)
+        _, checker_meta = load_model(checker_file)
         pc, vc = generator.model.config, verifier.model.config
         info = {
             "command": "ponder train all" + (" --install" if cfg.install else ""),
@@ -118,11 +156,29 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
             "rollout_seconds": state["rollouts"]["seconds"],
             "verifier_epochs": verifier_cfg.epochs,
             "verifier_seconds": verifier_meta.get("train_seconds", state["verifier"]["seconds"]),
+            "checker_params": checker.num_params,
+            "checker_shape": f"{checker.model.config.n_layer} x {checker.model.config.d_model} x "
+            f"{checker.model.config.n_head}",
+            "checker_bytes": checker_file.stat().st_size,
+            "checker_problems": checker_samples_cfg.n_problems,
+            "checker_samples_per_problem": checker_samples_cfg.samples_per_problem,
+            "checker_sample_seconds": state["checker_samples"]["seconds"],
+            "checker_steps": checker_cfg.steps,
+            "checker_seconds": checker_meta.get("train_seconds", state["checker"]["seconds"]),
             "policy_train_history": policy_meta.get("history", []),
             "policy_stop_reason": _last_stop_reason(policy_meta.get("history", []), policy_cfg),
             "python": sys.version.split()[0],
         }
-        info["total_seconds"] = info["policy_seconds"] + info["rollout_seconds"] + info["verifier_seconds"]
+        info["total_seconds"] = sum(
+            info[k]
+            for k in (
+                "policy_seconds",
+                "rollout_seconds",
+                "verifier_seconds",
+                "checker_sample_seconds",
+                "checker_seconds",
+            )
+        )
         write_card(root / "MODEL_CARD.md", metrics, info)
         log((root / "MODEL_CARD.md").read_text())
 
@@ -130,7 +186,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     if cfg.install:
         from ponder.training.weights import WEIGHTS_DIR
 
-        for f in (policy_file, verifier_file, root / "MODEL_CARD.md", root / "card.json"):
+        for f in (policy_file, verifier_file, checker_file, root / "MODEL_CARD.md", root / "card.json"):
             shutil.copy2(f, WEIGHTS_DIR / f.name)
         log(f"installed the embedded models into {WEIGHTS_DIR}")
     return root

@@ -15,7 +15,7 @@ from ponder.errors import ConfigError, ContextLengthError
 from ponder.tasks.arithmetic import STEP_DELIMITER
 from ponder.training.model import TinyTransformer, load_model
 from ponder.training.tokenizer import CharTokenizer
-from ponder.verifiers.base import VerifierScore
+from ponder.verifiers.base import Verifier, VerifierScore
 
 
 def encode_for_scoring(tok: CharTokenizer, prompt: str, solution: str) -> tuple[list[int], list[int]]:
@@ -94,3 +94,16 @@ class EmbeddedVerifier:
                     )
                 )
         return out
+
+
+def load_embedded_verifier(path: str | Path | None = None) -> Verifier:
+    """The default embedded verifier (the step checker), or the weights at ``path``: a reward model
+    (PRM + ORM heads) becomes an :class:`EmbeddedVerifier`, a language model a step checker."""
+    from ponder.verifiers.likelihood import CheckerLMVerifier
+
+    if path is None:
+        from ponder.training.weights import checker_path
+
+        return CheckerLMVerifier.load(checker_path())
+    model, _ = load_model(path)
+    return EmbeddedVerifier(model) if model.config.head == "reward" else CheckerLMVerifier(model.eval())

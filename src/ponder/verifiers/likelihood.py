@@ -10,11 +10,12 @@ its own.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
 from ponder.errors import ConfigError, ContextLengthError
-from ponder.training.model import TinyTransformer
+from ponder.training.model import TinyTransformer, load_model
 from ponder.training.tokenizer import CharTokenizer
 from ponder.verifiers.base import VerifierScore
 from ponder.verifiers.embedded import encode_for_scoring
@@ -66,11 +67,47 @@ class PolicyLikelihoodVerifier:
                 # Token t is predicted at position t - 1.
                 targets = torch.tensor(ids[start:], dtype=torch.long)
                 token_lp = logp[i, torch.arange(start - 1, len(ids) - 1), targets].tolist()
-                steps, first = [], start
-                for end in ends:
-                    span = token_lp[first - start : end - start + 1]
-                    steps.append(math.exp(sum(span) / len(span)) if span else 0.0)
-                    first = end + 1
-                outcome = math.exp(sum(token_lp) / len(token_lp)) if token_lp else 0.0
+                steps, outcome = self._reduce(token_lp, [end - start for end in ends])
                 out.append(VerifierScore(step_scores=steps, outcome=outcome, tokens=len(ids)))
         return out
+
+    def _reduce(self, token_lp: list[float], ends: list[int]) -> tuple[list[float], float]:
+        """Step scores and outcome from per-token log-probabilities (``ends``: each step's last
+        token, counted from the solution's start): geometric mean per step line, and overall."""
+        steps, first = [], 0
+        for end in ends:
+            span = token_lp[first : end + 1]
+            steps.append(math.exp(sum(span) / len(span)) if span else 0.0)
+            first = end + 1
+        return steps, math.exp(sum(token_lp) / len(token_lp)) if token_lp else 0.0
+
+
+class CheckerLMVerifier(PolicyLikelihoodVerifier):
+    """A process verifier that is a language model trained to write what a careful solver would
+    write next (see :mod:`ponder.training.train_checker`): a slip is a character it finds unlikely.
+
+    Step ``i``'s score is the lowest probability the checker gives any token up to the end of
+    step ``i``, so it falls at the first slip and never recovers, as "still on track" should.
+    The outcome is the same over the whole solution. Unlike the policy judging itself, the
+    checker was trained on the policy's own samples with every slip corrected, so it does not
+    share the policy's confident mistakes.
+    """
+
+    def __init__(self, model: TinyTransformer, tokenizer: CharTokenizer | None = None, batch_size: int = 64):
+        super().__init__(model, tokenizer, batch_size)
+        self.name = "embedded-checker"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> CheckerLMVerifier:
+        from ponder.training.weights import checker_path
+
+        model, _ = load_model(path or checker_path())
+        return cls(model.eval())
+
+    def _reduce(self, token_lp: list[float], ends: list[int]) -> tuple[list[float], float]:
+        steps, lowest, first = [], 0.0, 0
+        for end in ends:
+            lowest = min([lowest, *token_lp[first : end + 1]])
+            steps.append(math.exp(lowest))
+            first = end + 1
+        return steps, math.exp(min(token_lp, default=-math.inf))

@@ -59,7 +59,8 @@ KINDS = (
     "code-tests",
 )
 USAGE = (
-    "embedded, hf-prm:/dir, hf-prm+shepherd:/dir, hf-prm+qwen:/dir, hf-prm+rlhflow:/dir, hf-orm:/dir, "
+    "embedded, embedded+prm, embedded:/weights.safetensors, hf-prm:/dir, hf-prm+shepherd:/dir, "
+    "hf-prm+qwen:/dir, hf-prm+rlhflow:/dir, hf-orm:/dir, "
     "vllm-reward://host:port/model, judge:<backend spec>, hf-judge:/dir, answer-check[:REFERENCE], "
     "checker:module:function or code-tests:/path/tests.py"
 )
@@ -150,6 +151,7 @@ def check_spec(spec: str) -> None:
 
 
 _VARIANTS: dict[str, tuple[str, ...]] = {
+    "embedded": ("prm",),
     "hf-prm": ("shepherd", "qwen", "rlhflow", "orm"),
     "hf-judge": ("steps", "outcome"),
     "judge": ("steps", "outcome"),
@@ -181,16 +183,20 @@ def _no_options(kind: str, options: dict[str, Any]) -> None:
 def _embedded(variant: str | None, target: str, options: dict[str, Any]) -> Verifier:
     _need_variant("embedded", variant)
     _no_options("embedded", options)
+    from ponder.verifiers.embedded import EmbeddedVerifier, load_embedded_verifier
+
     if not target:
+        if variant == "prm":  # the reward model trained on rollout labels
+            return EmbeddedVerifier.load()
         from ponder.api import default_models
 
         return default_models()[1]
-    from ponder.verifiers.embedded import EmbeddedVerifier
-
+    if variant is not None:
+        raise ConfigError("embedded: give either +prm (the shipped PRM) or a weights path, not both")
     path = Path(target).expanduser()
     if not path.is_file():
         raise ConfigError(f"embedded verifier: no verifier weights at {path}")
-    return EmbeddedVerifier.load(path)
+    return load_embedded_verifier(path)
 
 
 def _hf(kind: str) -> Callable[[str | None, str, dict[str, Any]], Verifier]:

@@ -12,4 +12,10 @@ def policy_path() -> Path:
 
 
 def verifier_path() -> Path:
+    """The process + outcome reward model trained on Monte-Carlo rollout labels."""
     return WEIGHTS_DIR / "verifier.safetensors"
+
+
+def checker_path() -> Path:
+    """The step checker: the default verifier (see ponder.verifiers.likelihood.CheckerLMVerifier)."""
+    return WEIGHTS_DIR / "checker.safetensors"
