@@ -93,3 +93,23 @@ def test_missing_weights_are_a_clear_error(tmp_path):
     result = run("train", "rollouts", "--policy", str(tmp_path / "none.safetensors"), "--n-problems", "1")
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_train_checker_names_what_is_missing(tmp_path):
+    result = run(
+        "train",
+        "checker",
+        "--samples",
+        str(tmp_path / "none.jsonl"),
+        "--policy",
+        str(tmp_path / "p.safetensors"),
+    )
+    assert result.exit_code != 0
+    assert "no policy weights" in result.output and "Traceback" not in result.output
+    from ponder.training.weights import policy_path
+
+    result = run(
+        "train", "checker", "--samples", str(tmp_path / "none.jsonl"), "--policy", str(policy_path())
+    )
+    assert result.exit_code != 0
+    assert "--label checked" in result.output and "Traceback" not in result.output
