@@ -23,7 +23,7 @@ from ponder.eval.runner import parse_strategy
 from ponder.strategies import Budget, make_strategy
 from ponder.strategies.budget import BudgetTracker, Throughput
 from ponder.strategies.compute_optimal import ComputeOptimalResult
-from stubs import PROMPT, MarkerVerifier, StepStub, one_marked_per_call
+from stubs import PROMPT, MarkerVerifier, StepStub, marker_answer, one_marked_per_call
 
 # --- difficulty ---------------------------------------------------------------------------------------
 
@@ -284,3 +284,32 @@ def test_a_deadline_is_kept_by_predicting_each_call():
         ]
     )
     assert (rows[0].met, rows[0].accuracy, rows[0].n) == (0.5, 0.5, 2)
+
+
+def test_compute_optimal_with_adaptive_best_of_n_keeps_the_probe_s_confident_answer(tmp_path):
+    def marked_after_first_call(lines, i, n, rng, greedy):
+        # The probe (call 1) draws unmarked paths; every later sample is marked.
+        if len(lines) >= 1:
+            return marker_answer(lines)
+        return "s0*" if calls[0] > 1 else "s0"
+
+    calls = [0]
+
+    class Counting(StepStub):
+        def generate(self, prompts, params):
+            calls[0] += 1
+            return super().generate(prompts, params)
+
+    stub, stub_v = Counting(marked_after_first_call), MarkerVerifier()
+    path = hand_policy(tmp_path, stub, stub_v, {1: {16.0: PolicyEntry("adaptive_best_of_n")}}, edges=())
+    result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=16), 0)
+    # The probe's samples score 0.2: adaptive sampling draws one batch of 2, finds a marked path
+    # (0.9 >= 0.5) and stops; the answer is that path's.
+    assert result.chosen == "adaptive_best_of_n" and result.compute.samples == 4
+    assert result.answer == 11
+    # A probe that already holds a confident answer pays for nothing more.
+    calls[0] = 2
+    stub = Counting(marked_after_first_call)
+    result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=16), 0)
+    assert result.compute.samples == 2 and result.answer == 11
+    assert any("no more sampling" in line for line in result.trace)

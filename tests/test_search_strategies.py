@@ -16,7 +16,7 @@ from ponder.strategies import STRATEGIES, Budget, make_strategy
 from ponder.strategies.adaptive_majority import prob_share_above_half
 from ponder.strategies.registry import NEEDS_VERIFIER
 from ponder.tasks import encode_number
-from stubs import MARK, PROMPT, MarkerVerifier, StepStub, one_marked_per_call
+from stubs import MARK, PROMPT, MarkerVerifier, StepStub, marker_answer, one_marked_per_call
 
 SEARCHES = ["beam_search", "lookahead", "dvts"]
 
@@ -289,6 +289,42 @@ def test_posterior_of_the_leaders_share():
     for a, b in [(5, 2), (1, 0), (9, 3)]:
         assert prob_share_above_half(a, b) + prob_share_above_half(b, a) == pytest.approx(1.0)
     assert prob_share_above_half(9, 3) > prob_share_above_half(6, 2) > prob_share_above_half(3, 1)
+
+
+# --- adaptive best-of-N ---------------------------------------------------------------------------
+
+
+def marked_from_call(first: int, calls: list[int]):
+    """Samples are unmarked (score 0.2) until generate call ``first``, marked (0.9) from then on."""
+
+    def choose(lines: list[str], i: int, n: int, rng: random.Random, greedy: bool) -> str:
+        if lines:
+            return marker_answer(lines)
+        return "s0*" if len(calls) >= first else "s0"
+
+    return choose
+
+
+def test_adaptive_best_of_n_stops_at_the_first_confident_sample():
+    calls: list[int] = []
+    stub = StepStub(marked_from_call(3, calls))
+    stub.calls = calls  # the stub records its calls in the list the chooser reads
+    result = make_strategy("adaptive_best_of_n").run(PROMPT, stub, MarkerVerifier(), Budget(samples=32), 0)
+    assert [p.n for _, p in stub.calls] == [2, 2, 2]
+    assert result.compute.samples == 6 and result.answer == 11
+    assert result.trace[-1] == "stopped: best score 0.900 >= 0.5 after 6 samples"
+
+
+def test_adaptive_best_of_n_spends_the_budget_when_no_sample_is_confident():
+    stub = StepStub(one_marked_per_call(1))
+    strategy = make_strategy("adaptive_best_of_n", threshold=0.95, batch_size=3)
+    result = strategy.run(PROMPT, stub, MarkerVerifier(), Budget(samples=8), 0)
+    assert [p.n for _, p in stub.calls] == [3, 3, 2]
+    assert result.compute.samples == 8
+    assert result.answer == 11  # the best-scoring sample: a marked one
+    assert result.trace[-1] == "stopped: budget spent after 8 samples"
+    with pytest.raises(ConfigError, match="threshold must be in"):
+        make_strategy("adaptive_best_of_n", threshold=0)
 
 
 # --- every strategy: budgets, minimums, verifiers, determinism -----------------------------------------

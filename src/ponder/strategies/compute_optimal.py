@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ponder.backends.base import Generator
+from ponder.strategies.adaptive_best_of_n import AdaptiveBestOfN
 from ponder.strategies.base import Candidate, StrategyResult
 from ponder.strategies.best_of_n import pick_by_score
 from ponder.strategies.budget import Budget, BudgetTooSmall, BudgetTracker, derive_seed
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # ponder.allocation builds on the strategies: imported when a
     from ponder.allocation.difficulty import Probe
     from ponder.allocation.policy import Policy, PolicyEntry
 
-SAMPLING = ("majority", "best_of_n", "weighted_best_of_n")
+SAMPLING = ("majority", "best_of_n", "weighted_best_of_n", "adaptive_best_of_n")
 FALLBACK = "weighted_best_of_n"  # every bin's choice without a policy file
 
 
@@ -131,19 +132,25 @@ class ComputeOptimal:
         ]
         rest = remaining(budget, tracker)
         sub_result: StrategyResult | None = None
-        try:
-            from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
+        from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
 
-            sub = make_strategy(entry.strategy, **entry.params)
-            sub_result = sub.run(
-                prompt,
-                generator,
-                verifier if entry.strategy in NEEDS_VERIFIER else None,
-                rest,
-                derive_seed(seed, "main"),
-            )
-        except BudgetTooSmall:
-            trace.append(f"the rest of the budget ({rest.describe()}) cannot pay for it: the probe answers")
+        sub = make_strategy(entry.strategy, **entry.params)
+        if isinstance(sub, AdaptiveBestOfN) and sub.confident(self._rescored(probe, sub.aggregation)):
+            # The probe's samples already hold a confident answer: adaptive sampling would stop after
+            # its first batch, so do not pay for one.
+            trace.append(f"a probe sample already scores >= {sub.threshold}: no more sampling")
+        else:
+            try:
+                sub_result = sub.run(
+                    prompt,
+                    generator,
+                    verifier if entry.strategy in NEEDS_VERIFIER else None,
+                    rest,
+                    derive_seed(seed, "main"),
+                )
+            except BudgetTooSmall:
+                rest_text = rest.describe()
+                trace.append(f"the rest of the budget ({rest_text}) cannot pay for it: the probe answers")
         compute = tracker.compute
         candidates: list[Candidate] = list(probe.candidates)
         if sub_result is not None:
@@ -164,21 +171,27 @@ class ComputeOptimal:
         )
 
     @staticmethod
+    def _rescored(probe: Probe, aggregation: str) -> list[Candidate]:
+        """The probe's candidates with their scores read by ``aggregation``."""
+        from ponder.allocation.difficulty import resolve_aggregation
+
+        how = resolve_aggregation(aggregation, probe.scores)
+        rescored = [
+            dataclasses.replace(c, score=score_value(s, how)) for c, s in zip(probe.candidates, probe.scores)
+        ]
+        return rescored + [dataclasses.replace(c) for c in probe.candidates[len(probe.scores) :]]
+
+    @staticmethod
     def _answer(
         entry: PolicyEntry, probe: Probe, sub_result: StrategyResult | None, candidates: list[Candidate]
     ) -> object:
         """The final answer: sampling choices vote over the probe's samples and their own."""
-        from ponder.allocation.difficulty import resolve_aggregation
 
         if entry.strategy in SAMPLING:
             if entry.strategy == "majority":
                 return vote(candidates)
-            how = resolve_aggregation(str(entry.params.get("aggregation", "last")), probe.scores)
-            rescored = [
-                dataclasses.replace(c, score=score_value(s, how))
-                for c, s in zip(probe.candidates, probe.scores)
-            ]
-            rescored += [dataclasses.replace(c) for c in probe.candidates[len(probe.scores) :]]
+            default = "min" if entry.strategy == "adaptive_best_of_n" else "last"
+            rescored = ComputeOptimal._rescored(probe, str(entry.params.get("aggregation", default)))
             own = sub_result.candidates if sub_result is not None else []
             weighted = entry.strategy == "weighted_best_of_n" or bool(entry.params.get("weighted", False))
             return pick_by_score(rescored + list(own), weighted)

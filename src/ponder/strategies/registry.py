@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
 from ponder.errors import ConfigError
+from ponder.strategies.adaptive_best_of_n import AdaptiveBestOfN
 from ponder.strategies.adaptive_majority import AdaptiveMajority
 from ponder.strategies.base import Strategy
 from ponder.strategies.beam_search import BeamSearch
@@ -64,6 +65,11 @@ STRATEGIES: dict[str, StrategySpec] = {
         needs_verifier=True,
         fixed={"weighted": True, "name": "weighted_best_of_n"},
         summary="verifier scores summed per answer",
+    ),
+    "adaptive_best_of_n": StrategySpec(
+        AdaptiveBestOfN,
+        needs_verifier=True,
+        summary="best-of-N, sampling stops once a score reaches threshold",
     ),
     "beam_search": StrategySpec(BeamSearch, needs_verifier=True, summary="PRM beam search over steps"),
     "lookahead": StrategySpec(
