@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from ponder.tasks.arithmetic import ANSWER_PREFIX, STEP_DELIMITER, Problem, decode_number
+from ponder.tasks.arithmetic import ANSWER_PREFIX, STEP_DELIMITER, Problem, decode_number, encode_number
 
 _DIGITS = re.compile(r"\d{1,18}")
 _EQUATION = re.compile(r"^(\d{1,18})([+-])(\d{1,18})=(\d{1,18})$")
@@ -84,7 +84,6 @@ def check_steps(problem: Problem, solution: str) -> list[bool]:
     return verdicts
 
 
-
 def expected_chars(problem: Problem, solution: str) -> list[str | None]:
     """Per character of ``solution``: what a careful calculator writes there, given the text
     before it (None where no rule applies: inside a malformed line, or past the last step).
@@ -104,15 +103,15 @@ def expected_chars(problem: Problem, solution: str) -> list[str | None]:
         template: list[str | None] = []
         if i < len(steps) and prev is not None:
             step = steps[i]
-            template = list(f"{_encode(prev, w)}{step.op}{_encode(step.rhs, w)}=")
+            template = list(f"{encode_number(prev, w)}{step.op}{encode_number(step.rhs, w)}=")
             value = _written_value(line, w)
             fits = value is not None and 0 <= value < 10**w
-            template += list(_encode(value, w)) if fits else [None] * w  # type: ignore[arg-type]
+            template += list(encode_number(value, w)) if fits else [None] * w  # type: ignore[arg-type]
             template.append(STEP_DELIMITER)
             result = line[2 * w + 2 : 3 * w + 2]
             prev = decode_number(result) if len(result) == w and result.isdigit() else None
         elif i == len(steps) and prev is not None:
-            template = list(f"{ANSWER_PREFIX}{_encode(prev, w)}{STEP_DELIMITER}")
+            template = list(f"{ANSWER_PREFIX}{encode_number(prev, w)}{STEP_DELIMITER}")
             prev = None
         else:
             prev = None
@@ -135,7 +134,3 @@ def first_slip(problem: Problem, solution: str) -> int | None:
         if got != want:
             return j
     return None
-
-
-def _encode(value: int, width: int) -> str:
-    return f"{value:0{width}d}"[::-1]

@@ -110,19 +110,13 @@ def measure(
                 rows["chk"].append(float(pick_by_score(pool, weighted=False) == problem.answer))
                 rows["chk_w"].append(float(pick_by_score(pool, weighted=True) == problem.answer))
                 for c, s, ok in zip(first16, checked, ok16):
-                    for sc, truth in zip(s.step_scores, _on_track(problem, c.text, ok)):
-                        chk_scores.append(sc)
-                        chk_truth.append(truth)
-                        chk_levels.append(problem.level)
+                    chk_scores += s.step_scores
+                    chk_truth += _on_track(problem, c.text, ok, len(s.step_scores))
+                    chk_levels += [problem.level] * len(s.step_scores)
             for c, s, ok in zip(first16, scores, ok16):
-                verdicts = check_steps(problem, c.text)
-                on_track = True
-                for j, sc in enumerate(s.step_scores):
-                    # A step is good while every step so far is right; the answer line by the answer.
-                    on_track = on_track and (verdicts[j] if j < len(verdicts) else ok)
-                    step_scores.append(sc)
-                    step_truth.append(on_track)
-                    step_levels.append(problem.level)
+                step_scores += s.step_scores
+                step_truth += _on_track(problem, c.text, ok, len(s.step_scores))
+                step_levels += [problem.level] * len(s.step_scores)
                 orm_scores.append(s.outcome or 0.0)
                 orm_truth.append(ok)
             bar.update(task, advance=1)
@@ -134,28 +128,32 @@ def measure(
     m.prm_min_best_of_16 = per_level(sampled, rows["prm_min"])
     m.orm_best_of_16 = per_level(sampled, rows["orm"])
     m.prm_step_auroc = auroc(step_scores, step_truth)
-    for lv in sorted(LEVELS):
-        idx = [k for k, x in enumerate(step_levels) if x == lv]
-        m.prm_step_auroc_per_level[lv] = auroc([step_scores[k] for k in idx], [step_truth[k] for k in idx])
+    m.prm_step_auroc_per_level = _auroc_per_level(step_scores, step_truth, step_levels)
     m.orm_auroc = auroc(orm_scores, orm_truth)
     if checker is not None:
         m.checker_best_of_16 = per_level(sampled, rows["chk"])
         m.checker_weighted_best_of_16 = per_level(sampled, rows["chk_w"])
         m.checker_step_auroc = auroc(chk_scores, chk_truth)
-        for lv in sorted(LEVELS):
-            idx = [k for k, x in enumerate(chk_levels) if x == lv]
-            picked = [chk_scores[k] for k in idx], [chk_truth[k] for k in idx]
-            m.checker_step_auroc_per_level[lv] = auroc(*picked)
+        m.checker_step_auroc_per_level = _auroc_per_level(chk_scores, chk_truth, chk_levels)
     return m
 
 
-def _on_track(problem, solution: str, correct: bool) -> list[bool]:
-    """Per step line: is every step so far right (the answer line: is the answer right)?"""
+def _on_track(problem, solution: str, correct: bool, n_steps: int) -> list[bool]:
+    """The truth for each of a solution's ``n_steps`` scored lines: a step is good while every step
+    so far is right; the answer line (and anything after it) by whether the answer is right."""
     verdicts = check_steps(problem, solution)
     out, on_track = [], True
-    for j in range(len(verdicts) + 1):
+    for j in range(n_steps):
         on_track = on_track and (verdicts[j] if j < len(verdicts) else correct)
         out.append(on_track)
+    return out
+
+
+def _auroc_per_level(scores: list[float], truth: list[bool], levels: list[int]) -> dict[int, float]:
+    out = {}
+    for lv in sorted(LEVELS):
+        idx = [k for k, x in enumerate(levels) if x == lv]
+        out[lv] = auroc([scores[k] for k in idx], [truth[k] for k in idx])
     return out
 
 

@@ -21,16 +21,22 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ponder.errors import ConfigError
 from ponder.tasks.answers import expected_chars
-from ponder.tasks.arithmetic import Problem, level_spec, number_width, parse_question
+from ponder.tasks.arithmetic import (
+    ANSWER_PREFIX,
+    STEP_DELIMITER,
+    Problem,
+    level_spec,
+    number_width,
+    parse_question,
+)
 from ponder.training.checkpoint import cosine_lr, load_checkpoint, progress_bar, save_checkpoint
-from ponder.training.model import load_model, save_model
+from ponder.training.model import TinyTransformer, load_model, save_model
 from ponder.training.prm_data import read_labels
 from ponder.training.tokenizer import CharTokenizer
-from ponder.training.train_policy import make_optimizer
+from ponder.training.train_policy import lm_loss, make_optimizer
 
 
 @dataclass
@@ -74,23 +80,23 @@ def corrected_example(record: dict, tok: CharTokenizer) -> tuple[list[int], list
     expected = expected_chars(problem, solution)
     targets = [-100] * (len(prompt_ids) - 1)
     targets += [tok.token_of(c) if c is not None else -100 for c in expected]
-    last_line = solution.split("\n")[-1]
-    complete = bool(expected) and expected[-1] is not None and last_line.startswith("A:")
-    targets.append(tok.eos_id if complete and len(last_line) == 2 + problem.width else -100)
+    last_line = solution.split(STEP_DELIMITER)[-1]
+    complete = bool(expected) and expected[-1] is not None and last_line.startswith(ANSWER_PREFIX)
+    targets.append(tok.eos_id if complete and len(last_line) == len(ANSWER_PREFIX) + problem.width else -100)
     return prompt_ids + tok.encode(solution), targets
 
 
 def checker_loss(
-    model: torch.nn.Module, batch: list[tuple[list[int], list[int]]], pad_id: int
+    model: TinyTransformer, batch: list[tuple[list[int], list[int]]], pad_id: int
 ) -> torch.Tensor:
+    """The policy's next-token loss, on right-padded corrected examples."""
     width = max(len(ids) for ids, _ in batch)
     x = torch.full((len(batch), width), pad_id, dtype=torch.long)
     y = torch.full((len(batch), width), -100, dtype=torch.long)
     for i, (ids, targets) in enumerate(batch):
         x[i, : len(ids)] = torch.tensor(ids)
         y[i, : len(targets)] = torch.tensor(targets)
-    logits = model(x)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
+    return lm_loss(model, x, y)
 
 
 def train_checker(cfg: CheckerTrainConfig, resume: bool = True, log=print) -> Path:
