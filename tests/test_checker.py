@@ -115,6 +115,11 @@ def test_checker_without_samples_or_with_bad_settings_is_a_clear_error(tmp_path,
         train_checker(cfg, log=_quiet)
     with pytest.raises(ConfigError, match="no policy weights"):
         train_checker(CheckerTrainConfig(init_from=str(tmp_path / "missing.safetensors")), log=_quiet)
+    broken = tmp_path / "broken.jsonl"
+    no_prompt = {"question": "1+2", "solution": "x"}
+    broken.write_text(json.dumps({"question": "1+2", "samples": [no_prompt]}) + "\n")
+    with pytest.raises(ConfigError, match="sample 0 has no prompt"):
+        train_checker(CheckerTrainConfig(samples=str(broken), init_from=str(tiny_policy_file)), log=_quiet)
     with pytest.raises(ConfigError, match="steps must be >= 1"):
         CheckerTrainConfig(steps=0)
 

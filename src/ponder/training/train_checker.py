@@ -113,7 +113,14 @@ def train_checker(cfg: CheckerTrainConfig, resume: bool = True, log=print) -> Pa
         raise ConfigError(
             f"no sampled solutions in {cfg.samples}: run `ponder train rollouts --label checked` first"
         )
-    data = [corrected_example(r, tok) for r in records]
+    data = []
+    for i, record in enumerate(records):
+        missing = [k for k in ("question", "prompt", "solution") if not isinstance(record.get(k), str)]
+        if missing:
+            raise ConfigError(
+                f"{cfg.samples}: sample {i} has no {', '.join(missing)} (not a sampled-solutions file)"
+            )
+        data.append(corrected_example(record, tok))
     model, _ = load_model(cfg.init_from)
     if model.config.head != "lm":
         raise ConfigError(f"checker: {cfg.init_from} is not a policy (language model) checkpoint")
