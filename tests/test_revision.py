@@ -143,6 +143,22 @@ def test_the_best_attempt_of_each_chain_then_across_chains():
     assert chain_lines == [f"chain {i}: best attempt 2 of 3: answer 11 (score 0.800)" for i in range(3)]
 
 
+def test_within_last_trusts_each_chains_last_attempt():
+    # Same chains, but each chain answers with its last attempt (12) whatever the verifier says.
+    table = {answer_line(0): 0.3, answer_line(1): 0.8, answer_line(2): 0.6}
+    result = make_strategy("revision", chains=3, revisions=3, within="last").run(
+        PROMPT, RevisionStub(), RecordingVerifier(table), Budget(samples=9), 0
+    )
+    assert result.answer == 12
+    chain_lines = [line for line in result.trace if line.startswith("chain ")]
+    assert chain_lines == [f"chain {i}: last attempt 3 of 3: answer 12 (score 0.600)" for i in range(3)]
+
+
+def test_unknown_within_is_named():
+    with pytest.raises(ConfigError, match="within must be one of"):
+        make_strategy("revision", within="first")
+
+
 def test_selection_across_chains_weighted_majority_best():
     # One attempt per chain: chain 0 answers 50 (score 0.9), chains 1 and 2 answer 60 (0.5 each).
     class PerChain(RevisionStub):

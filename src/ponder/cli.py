@@ -54,9 +54,7 @@ def train_policy_cmd(
     stop_step: Annotated[
         int | None, typer.Option(help="stop after this step, keeping the learning-rate schedule of --steps")
     ] = None,
-    early_stop: Annotated[
-        bool, typer.Option(help="stop once dev greedy L1 reaches 0.95 (or L5 0.3)")
-    ] = True,
+    early_stop: Annotated[bool, typer.Option(help="stop once dev greedy L1 reaches 0.95 (or L5 0.3)")] = True,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (faster on CPUs with AVX512-BF16)")] = False,
     length_buckets: Annotated[
         int, typer.Option(min=1, help="micro-batches per batch, by length (same gradient, less padding)")
@@ -189,6 +187,42 @@ def train_checker_cmd(
     )
     path = train_checker(cfg, resume=resume, log=console.print)
     console.print(f"checker weights: {path}")
+
+
+@train_app.command("reviser")
+@clean_errors
+def train_reviser_cmd(
+    samples: Annotated[
+        Path, typer.Option(help="the policy's sampled solutions (`ponder train rollouts --label checked`)")
+    ] = Path("runs/checker/samples.jsonl"),
+    policy: Annotated[Path, typer.Option(help="policy weights the reviser starts from")] = Path(
+        "runs/policy/policy.safetensors"
+    ),
+    out_dir: Path = Path("runs/reviser"),
+    steps: Annotated[int, typer.Option(min=1)] = 600,
+    lr: float = 3e-4,
+    max_attempts: Annotated[
+        int, typer.Option(min=1, help="most earlier attempts a training prompt shows")
+    ] = 3,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default)")] = 0,
+    resume: bool = True,
+) -> None:
+    """Teach the policy to revise: its own wrong samples in context, the right solution as target."""
+    from ponder.training.train_reviser import ReviserTrainConfig, train_reviser
+
+    cfg = ReviserTrainConfig(
+        samples=str(samples),
+        init_from=str(policy),
+        out_dir=str(out_dir),
+        steps=steps,
+        lr=lr,
+        max_attempts=max_attempts,
+        seed=seed,
+        threads=threads,
+    )
+    path = train_reviser(cfg, resume=resume, log=console.print)
+    console.print(f"reviser weights: {path}")
 
 
 @train_app.command("all")

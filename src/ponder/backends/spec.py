@@ -1,6 +1,8 @@
 """Backend specs: one string names the generator a run uses.
 
-- ``embedded`` (or ``embedded:/path/policy.safetensors``): the shipped policy, the default.
+- ``embedded`` (or ``embedded:/path/policy.safetensors``): the shipped policy, the default;
+  ``embedded+reviser``: the shipped policy fine-tuned to revise its own wrong attempts (for the
+  ``revision`` strategy; see :mod:`ponder.training.train_reviser`).
 - ``openai://host:port/model``, ``openai+https://host/model``: any OpenAI-compatible server (vLLM,
   SGLang, llama.cpp's server, Ollama, a provider). The API root is ``/v1`` unless ``prefix=`` says
   otherwise; an empty model picks the only one the server serves. The API key comes from
@@ -26,8 +28,19 @@ from ponder.backends.common import parse_bool, parse_options
 from ponder.errors import ConfigError
 
 DEFAULT_BACKEND = "embedded"
-SCHEMES = ("embedded", "openai://", "openai+http://", "openai+https://", "hf:", "gguf:")
-USAGE = "embedded, openai://host:port/model, openai+https://host/model, hf:/model/dir or gguf:/file.gguf"
+SCHEMES = (
+    "embedded",
+    "embedded+reviser",
+    "openai://",
+    "openai+http://",
+    "openai+https://",
+    "hf:",
+    "gguf:",
+)
+USAGE = (
+    "embedded, embedded+reviser, openai://host:port/model, openai+https://host/model, hf:/model/dir "
+    "or gguf:/file.gguf"
+)
 
 
 def _int_or_none(value: str) -> int | None:
@@ -130,6 +143,12 @@ def load_generator(spec: str = DEFAULT_BACKEND, **options: Any) -> Generator:
     body, query = _split(spec)
     if body == "embedded" or body.startswith("embedded:"):
         return _embedded(body, query, options)
+    if body == "embedded+reviser":
+        _typed("embedded", {}, query, options)
+        from ponder.backends.embedded import DEFAULT_PREFIX_CACHE_MB, EmbeddedGenerator
+        from ponder.training.weights import reviser_path
+
+        return EmbeddedGenerator.load(reviser_path(), prefix_cache_mb=DEFAULT_PREFIX_CACHE_MB)
     if body.startswith(("openai://", "openai+http://", "openai+https://")):
         return _openai(body, query, options)
     if body.startswith("hf:"):

@@ -12,8 +12,9 @@ starts with the question as a continuation of it: a chat template should return 
 that does not begin with the original prompt, so that it goes out as a fresh user turn.)
 
 Every attempt is scored by the verifier against the *original* prompt (a revision is judged as a
-solution to the question, not to the revision prompt). The best attempt of each chain is its
-highest-scoring one; across chains (``selection``):
+solution to the question, not to the revision prompt). A chain's answer (``within``) is its
+highest-scoring attempt (``best``, the default), or its last attempt (``last``: trust the
+revisions, as Snell et al.'s per-step accuracy does); across chains (``selection``):
 
 - ``weighted`` (default): the answer whose chain-best attempts' scores sum highest, Snell et al.'s
   choice (verifier-weighted voting across chains);
@@ -52,6 +53,7 @@ from ponder.tasks.arithmetic import revision_prompt
 from ponder.verifiers.base import Verifier
 
 SELECTIONS = ("weighted", "majority", "best")
+WITHIN = ("best", "last")
 # N when neither the budget's samples nor chains x revisions say.
 DEFAULT_SAMPLES = 16
 
@@ -81,6 +83,7 @@ class Revision:
     revisions: int | None = None  # attempts per chain (the first is a plain sample)
     ratio: float = 1.0  # revisions / chains when neither is given
     selection: str = "weighted"  # across chains: weighted / majority / best
+    within: str = "best"  # a chain's answer: its best-scored attempt, or its last
     aggregation: str = "last"  # step scores -> one: last / min / prod / mean, or "orm"
     context_attempts: int = 3  # most earlier attempts a revision prompt shows
     temperature: float = 1.0
@@ -100,6 +103,9 @@ class Revision:
             self.selection in SELECTIONS,
             self.name,
             f"selection must be one of {list(SELECTIONS)}, got {self.selection!r}",
+        )
+        check_param(
+            self.within in WITHIN, self.name, f"within must be one of {list(WITHIN)}, got {self.within!r}"
         )
         check_aggregation(self.name, self.aggregation)
         check_param(
@@ -197,12 +203,17 @@ class Revision:
         for i, chain in enumerate(chains):
             if not chain:
                 continue
-            best = max(chain, key=lambda c: (c.answer is not None, c.score if c.score is not None else -1.0))
+            if self.within == "last":
+                at = len(chain) - 1
+            else:
+                ranks = [(c.answer is not None, -1.0 if c.score is None else c.score) for c in chain]
+                at = max(range(len(chain)), key=ranks.__getitem__)
+            best = chain[at]
             bests.append(best)
             score = "-" if best.score is None else f"{best.score:.3f}"
             trace.append(
-                f"chain {i}: best attempt {chain.index(best) + 1} of {len(chain)}: answer {best.answer} "
-                f"(score {score})"
+                f"chain {i}: {self.within} attempt {at + 1} of {len(chain)}: "
+                f"answer {best.answer} (score {score})"
             )
         return StrategyResult(
             answer=self.select(bests), candidates=candidates, compute=tracker.compute, trace=trace

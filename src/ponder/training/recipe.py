@@ -1,5 +1,5 @@
 """The whole embedded-model recipe, one resumable command: policy -> rollout labels -> verifier ->
-step checker -> measurement and model card -> (optionally) install into the package.
+step checker -> reviser -> measurement and model card -> (optionally) install into the package.
 
 Each stage resumes from its own checkpoints, and a finished stage is skipped, so rerunning the
 command after an interruption continues where it stopped. Stage wall times are kept in
@@ -19,6 +19,7 @@ from pathlib import Path
 from ponder.training.prm_data import RolloutConfig
 from ponder.training.train_checker import CheckerTrainConfig
 from ponder.training.train_policy import PolicyTrainConfig
+from ponder.training.train_reviser import ReviserTrainConfig
 from ponder.training.train_verifier import VerifierTrainConfig
 
 
@@ -34,6 +35,8 @@ class RecipeConfig:
     checker_problems: int = 2500
     checker_samples_per_problem: int = 8
     checker_steps: int = CheckerTrainConfig.steps
+    # The reviser: a policy copy fine-tuned on the same samples, its wrong ones shown in context.
+    reviser_steps: int = ReviserTrainConfig.steps
     card_greedy_per_level: int = 200
     card_sampled_per_level: int = 40
     install: bool = False
@@ -63,6 +66,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     from ponder.training.prm_data import generate_labels
     from ponder.training.train_checker import train_checker
     from ponder.training.train_policy import train_policy
+    from ponder.training.train_reviser import train_reviser
     from ponder.training.train_verifier import train_verifier
     from ponder.verifiers.embedded import EmbeddedVerifier
     from ponder.verifiers.likelihood import CheckerLMVerifier
@@ -96,7 +100,15 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
         steps=cfg.checker_steps,
         seed=cfg.seed,
     )
+    reviser_cfg = ReviserTrainConfig(
+        samples=checker_samples_cfg.out_file,
+        init_from=str(root / "policy" / "policy.safetensors"),
+        out_dir=str(root / "reviser"),
+        steps=cfg.reviser_steps,
+        seed=cfg.seed,
+    )
     policy_file = root / "policy" / "policy.safetensors"
+    reviser_file = root / "reviser" / "reviser.safetensors"
     verifier_file = root / "verifier" / "verifier.safetensors"
     checker_file = root / "checker" / "checker.safetensors"
 
@@ -117,6 +129,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
         log,
     )
     _stage(state, state_file, "checker", lambda: train_checker(checker_cfg, log=log), log)
+    _stage(state, state_file, "reviser", lambda: train_reviser(reviser_cfg, log=log), log)
 
     def card() -> None:
         generator = EmbeddedGenerator.load(policy_file)
@@ -133,6 +146,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
         _, policy_meta = load_model(policy_file)
         _, verifier_meta = load_model(verifier_file)
         _, checker_meta = load_model(checker_file)
+        _, reviser_meta = load_model(reviser_file)
         pc, vc = generator.model.config, verifier.model.config
         info = {
             "command": "ponder train all" + (" --install" if cfg.install else ""),
@@ -165,6 +179,8 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
             "checker_sample_seconds": state["checker_samples"]["seconds"],
             "checker_steps": checker_cfg.steps,
             "checker_seconds": checker_meta.get("train_seconds", state["checker"]["seconds"]),
+            "reviser_steps": reviser_cfg.steps,
+            "reviser_seconds": reviser_meta.get("train_seconds", state["reviser"]["seconds"]),
             "policy_train_history": policy_meta.get("history", []),
             "policy_stop_reason": _last_stop_reason(policy_meta.get("history", []), policy_cfg),
             "python": sys.version.split()[0],
@@ -177,6 +193,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
                 "verifier_seconds",
                 "checker_sample_seconds",
                 "checker_seconds",
+                "reviser_seconds",
             )
         )
         write_card(root / "MODEL_CARD.md", metrics, info)
@@ -186,7 +203,9 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     if cfg.install:
         from ponder.training.weights import WEIGHTS_DIR
 
-        for f in (policy_file, verifier_file, checker_file, root / "MODEL_CARD.md", root / "card.json"):
+        models = (policy_file, verifier_file, checker_file, reviser_file)
+        files = (*models, root / "MODEL_CARD.md", root / "card.json")
+        for f in files:
             shutil.copy2(f, WEIGHTS_DIR / f.name)
         log(f"installed the embedded models into {WEIGHTS_DIR}")
     return root

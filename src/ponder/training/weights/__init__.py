@@ -19,3 +19,8 @@ def verifier_path() -> Path:
 def checker_path() -> Path:
     """The step checker: the default verifier (see ponder.verifiers.likelihood.CheckerLMVerifier)."""
     return WEIGHTS_DIR / "checker.safetensors"
+
+
+def reviser_path() -> Path:
+    """The policy fine-tuned to revise its own wrong attempts (backend spec ``embedded+reviser``)."""
+    return WEIGHTS_DIR / "reviser.safetensors"
