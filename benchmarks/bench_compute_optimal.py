@@ -52,6 +52,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the calibration")
     p.add_argument("--candidates", default=";".join(CANDIDATES), help="calibration candidates, ; separated")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    p.add_argument(
+        "--test-seed",
+        type=int,
+        default=None,
+        help="draws the test problems (default --seed): a fresh draw checks a change made after a run",
+    )
+    p.add_argument(
+        "--accept",
+        type=float,
+        default=None,
+        help="also run compute_optimal with accept=X (a probe sample scoring >= X answers at once)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny grid: checks the pipeline in under a minute")
     return p.parse_args(argv)
 
@@ -107,12 +119,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     calibrate_s = time.perf_counter() - t0
 
     # 2. Held-out test problems.
-    test = load_dataset("builtin", "test", n_per_level=args.test_per_level, seed=args.seed)
-    strategies = [parse_strategy(s) for s in BASELINES] + [
-        parse_strategy(f"compute_optimal:policy={policy_file}")
-    ]
+    test_seed = args.seed if args.test_seed is None else args.test_seed
+    test = load_dataset("builtin", "test", n_per_level=args.test_per_level, seed=test_seed)
+    contenders = [f"compute_optimal:policy={policy_file}"]
+    if args.accept is not None:
+        contenders.append(f"compute_optimal:policy={policy_file},accept={args.accept:g}")
+    strategies = [parse_strategy(s) for s in (*BASELINES, *contenders)]
     config = EvalConfig(
-        dataset=dataset_config(test, options={"source": "builtin", "split": "test", "seed": args.seed}),
+        dataset=dataset_config(test, options={"source": "builtin", "split": "test", "seed": test_seed}),
         strategies=strategies,
         budgets=budgets,
         seeds=[args.seed + i for i in range(args.test_seeds)],
@@ -168,6 +182,8 @@ def _agreement(results: list[dict[str, Any]], run: Any) -> dict[str, Any] | None
 def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
         f"- command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py --seed {args.seed}"
+        + ("" if args.test_seed is None else f" --test-seed {args.test_seed}")
+        + ("" if args.accept is None else f" --accept {args.accept:g}")
         + (" --quick" if args.quick else "")
         + "`",
         f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",
@@ -177,9 +193,9 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         f"- time: calibrate {record['seconds']['calibrate'] / 60:.1f} min, evaluate "
         f"{record['seconds']['eval'] / 60:.1f} min, {args.threads} thread(s)",
         "",
-        "| compute-optimal vs | best accuracy % | its budget | compute-optimal's budget | less compute "
+        "| compute-optimal | vs | best accuracy % | its budget | compute-optimal's budget | less compute "
         "(samples) | less compute (FLOPs) | goal >= 6x |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in record["compute_optimal_vs_best_of_n"]:
         b, f = m["budget"], m["flops"]
@@ -187,8 +203,11 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         by_samples = f"{b['ratio']:.2f}x" if b["ratio"] else "-"
         by_flops = f"{f['ratio']:.2f}x" if f["ratio"] else "-"
         goal = "met" if b["ratio"] and b["ratio"] >= GOAL else "not met"
+        accept = [p for p in m["contender"].split(":", 1)[1].split(",") if p.startswith("accept=")]
+        contender = accept[0] if accept else "policy only"
         lines.append(
-            f"| {m['baseline']} | {100 * b['target']:.1f} | {b['baseline_compute']:g} | {reached} | "
+            f"| {contender} | {m['baseline']} | {100 * b['target']:.1f} | {b['baseline_compute']:g} | "
+            f"{reached} | "
             f"{by_samples} | {by_flops} | {goal} |"
         )
     lines += [

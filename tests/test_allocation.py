@@ -313,3 +313,28 @@ def test_compute_optimal_with_adaptive_best_of_n_keeps_the_probe_s_confident_ans
     result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=16), 0)
     assert result.compute.samples == 2 and result.answer == 11
     assert any("no more sampling" in line for line in result.trace)
+
+
+def test_compute_optimal_accept_answers_from_a_confident_probe_whatever_the_choice(tmp_path):
+    # Probe samples are marked (score 0.9, answer 11) from the first call on: with accept=0.5 the
+    # policy's choice (majority over 8 more samples) is never run; without it, it is.
+    stub, stub_v = (
+        StepStub(lambda lines, i, n, rng, greedy: marker_answer(lines) if lines else "s0*"),
+        MarkerVerifier(),
+    )
+    path = hand_policy(tmp_path, stub, stub_v, {1: {16.0: PolicyEntry("majority")}}, edges=())
+    eager = make_strategy("compute_optimal", policy=path, accept=0.5).run(
+        PROMPT, stub, stub_v, Budget(samples=16), 0
+    )
+    assert eager.compute.samples == 2 and eager.answer == 11
+    assert any("it answers, majority is not run" in line for line in eager.trace)
+    stub.calls.clear()
+    plain = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=16), 0)
+    assert plain.compute.samples == 16 and plain.answer == 11
+    # A threshold no sample reaches changes nothing.
+    strict = make_strategy("compute_optimal", policy=path, accept=0.95).run(
+        PROMPT, stub, stub_v, Budget(samples=16), 0
+    )
+    assert strict.compute.samples == 16
+    with pytest.raises(ConfigError, match=r"accept must be in \(0, 1\]"):
+        make_strategy("compute_optimal", accept=1.5)

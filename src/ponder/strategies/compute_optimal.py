@@ -11,6 +11,12 @@ strategy a calibrated policy chose for that difficulty and budget.
    final vote, so the question gets the budget's worth of samples in total. When the rest of the
    budget cannot pay for the choice's smallest run, the probe's own samples answer.
 
+With ``accept`` set, a probe sample whose score (the lowest step score) reaches it answers at once,
+whatever the policy chose: the calibration measures each candidate on its own and cannot see that
+a verifier this sure of a sample already has the answer (greedy decoding, the cheap choice for easy
+bins, would ignore it). Off by default: the threshold only means something for a verifier whose
+scores are calibrated (the shipped step checker's are; 0.5 is adaptive best-of-N's threshold).
+
 Without a policy file, every bin gets weighted best-of-N and the bins come from fixed cut points
 on the probe's mean score (a fallback; calibrate for real use). A policy calibrated for other
 model weights is refused.
@@ -65,6 +71,7 @@ class ComputeOptimal:
     aggregation: str = "auto"  # probe scores: "auto" (ORM head if any, else last step) or as best_of_n
     temperature: float = 1.0
     max_new_tokens: int = 160
+    accept: float | None = None  # a probe sample scoring >= this (min over steps) answers at once
     name: str = "compute_optimal"
 
     def __post_init__(self) -> None:
@@ -79,6 +86,11 @@ class ComputeOptimal:
             self.aggregation in ("auto", "last", "min", "prod", "mean", "orm"),
             self.name,
             f"aggregation must be auto, last, min, prod, mean or orm, got {self.aggregation!r}",
+        )
+        check_param(
+            self.accept is None or 0.0 < self.accept <= 1.0,
+            self.name,
+            f"accept must be in (0, 1], got {self.accept}",
         )
 
     def _policy(self, generator: Generator, verifier: Verifier | None) -> Policy | None:
@@ -135,7 +147,13 @@ class ComputeOptimal:
         from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
 
         sub = make_strategy(entry.strategy, **entry.params)
-        if isinstance(sub, AdaptiveBestOfN) and sub.confident(self._rescored(probe, sub.aggregation)):
+        accepted = self._accepted(probe)
+        if accepted is not None:
+            trace.append(
+                f"a probe sample scores {accepted.score:.3f} >= accept {self.accept}: it answers, "
+                f"{entry.label} is not run"
+            )
+        elif isinstance(sub, AdaptiveBestOfN) and sub.confident(self._rescored(probe, sub.aggregation)):
             # The probe's samples already hold a confident answer: adaptive sampling would stop after
             # its first batch, so do not pay for one.
             trace.append(f"a probe sample already scores >= {sub.threshold}: no more sampling")
@@ -159,7 +177,9 @@ class ComputeOptimal:
             candidates += sub_result.candidates
             trace += ["  " + line for line in sub_result.trace]
         compute.wall_seconds = tracker.elapsed()
-        answer = self._answer(entry, probe, sub_result, candidates)
+        answer = (
+            accepted.answer if accepted is not None else self._answer(entry, probe, sub_result, candidates)
+        )
         return ComputeOptimalResult(
             answer=answer,
             candidates=candidates,
@@ -169,6 +189,14 @@ class ComputeOptimal:
             probe_feature=probe.feature,
             chosen=entry.label,
         )
+
+    def _accepted(self, probe: Probe) -> Candidate | None:
+        """The probe's best sample when ``accept`` is set and its score reaches it."""
+        if self.accept is None:
+            return None
+        answered = [c for c in self._rescored(probe, "min") if c.answer is not None and c.score is not None]
+        best = max(answered, key=lambda c: c.score or 0.0, default=None)
+        return best if best is not None and (best.score or 0.0) >= self.accept else None
 
     @staticmethod
     def _rescored(probe: Probe, aggregation: str) -> list[Candidate]:
