@@ -9,12 +9,10 @@ import random
 import pytest
 import torch
 
-from ponder.backends.base import SamplingParams
-from ponder.backends.embedded import EmbeddedGenerator
 from ponder.backends.spec import load_generator
 from ponder.errors import ConfigError
 from ponder.tasks import is_correct, make_split
-from ponder.tasks.arithmetic import RETRY_LINE, revision_prompt
+from ponder.tasks.arithmetic import RETRY_LINE
 from ponder.training.model import ModelConfig, TinyTransformer, load_model, save_model
 from ponder.training.train_reviser import (
     ReviserTrainConfig,
@@ -24,7 +22,7 @@ from ponder.training.train_reviser import (
     is_complete,
     train_reviser,
 )
-from ponder.training.weights import policy_path, reviser_path, verifier_path
+from ponder.training.weights import reviser_path, verifier_path
 
 
 def _quiet(*_: object) -> None:
@@ -175,35 +173,8 @@ def test_reviser_bad_input_is_a_clear_error(tmp_path, tiny_policy_file):
         ReviserTrainConfig(revise_weight=0)
 
 
-def test_reviser_spec_loads_the_shipped_reviser():
-    generator = load_generator("embedded+reviser")
-    assert isinstance(generator, EmbeddedGenerator)
-    assert reviser_path().is_file() and reviser_path().stat().st_size < 5e6
-    shipped = load_model(reviser_path())[0].state_dict()
-    policy = load_model(policy_path())[0].state_dict()
-    assert generator.num_params == sum(v.numel() for v in policy.values())
-    assert not torch.equal(shipped["tok_emb.weight"], policy["tok_emb.weight"])
-    with pytest.raises(ConfigError, match="unknown option"):
-        load_generator("embedded+reviser?temperature=1")
-
-
-def test_shipped_reviser_fixes_its_wrong_first_answers_and_the_policy_does_not():
-    """What ``ponder train reviser`` is for: shown its own wrong greedy answer, the reviser's next
-    greedy attempt is right far more often than it breaks a right one; the shipped policy, shown
-    the same, rarely fixes anything (RESULTS.md measures it on many more problems)."""
-    problems = make_split("test", levels=[3, 4], n_per_level=25, seed=11)
-    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=160)
-    tallies = {}
-    for name, generator in (
-        ("reviser", load_generator("embedded+reviser")),
-        ("policy", EmbeddedGenerator.load()),
-    ):
-        first = [g[0].text for g in generator.generate([p.prompt for p in problems], greedy)]
-        prompts = [revision_prompt(p.prompt, [t]) for p, t in zip(problems, first)]
-        second = [g[0].text for g in generator.generate(prompts, greedy)]
-        fixed = sum(not is_correct(p, a) and is_correct(p, b) for p, a, b in zip(problems, first, second))
-        broken = sum(is_correct(p, a) and not is_correct(p, b) for p, a, b in zip(problems, first, second))
-        tallies[name] = (fixed, broken)
-    fixed, broken = tallies["reviser"]
-    assert fixed >= broken + 5, tallies
-    assert tallies["policy"][0] <= 2, tallies
+def test_reviser_spec_without_installed_weights_is_a_clear_error():
+    # No reviser is shipped yet (the 600-step one did not learn to revise; see RESULTS.md).
+    assert not reviser_path().exists()
+    with pytest.raises(ConfigError, match="no reviser weights .* `ponder train reviser`"):
+        load_generator("embedded+reviser")

@@ -1,8 +1,8 @@
 """Backend specs: one string names the generator a run uses.
 
 - ``embedded`` (or ``embedded:/path/policy.safetensors``): the shipped policy, the default;
-  ``embedded+reviser``: the shipped policy fine-tuned to revise its own wrong attempts (for the
-  ``revision`` strategy; see :mod:`ponder.training.train_reviser`).
+  ``embedded+reviser``: the policy fine-tuned to revise its own wrong attempts, when its weights
+  are installed (``ponder train reviser``; not shipped: see :mod:`ponder.training.train_reviser`).
 - ``openai://host:port/model``, ``openai+https://host/model``: any OpenAI-compatible server (vLLM,
   SGLang, llama.cpp's server, Ollama, a provider). The API root is ``/v1`` unless ``prefix=`` says
   otherwise; an empty model picks the only one the server serves. The API key comes from
@@ -148,6 +148,11 @@ def load_generator(spec: str = DEFAULT_BACKEND, **options: Any) -> Generator:
         from ponder.backends.embedded import DEFAULT_PREFIX_CACHE_MB, EmbeddedGenerator
         from ponder.training.weights import reviser_path
 
+        if not reviser_path().is_file():
+            raise ConfigError(
+                f"embedded+reviser: no reviser weights at {reviser_path()}; train them with "
+                "`ponder train reviser` and pass them as embedded:PATH"
+            )
         return EmbeddedGenerator.load(reviser_path(), prefix_cache_mb=DEFAULT_PREFIX_CACHE_MB)
     if body.startswith(("openai://", "openai+http://", "openai+https://")):
         return _openai(body, query, options)
