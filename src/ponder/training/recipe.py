@@ -203,7 +203,8 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     if cfg.install:
         from ponder.training.weights import WEIGHTS_DIR
 
-        models = (policy_file, verifier_file, checker_file, reviser_file)
+        # The reviser stays in the run directory: it does not revise yet (benchmarks/RESULTS.md).
+        models = (policy_file, verifier_file, checker_file)
         files = (*models, root / "MODEL_CARD.md", root / "card.json")
         for f in files:
             shutil.copy2(f, WEIGHTS_DIR / f.name)
