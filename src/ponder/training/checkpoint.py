@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ponder.errors import WeightsError
+from ponder.errors import ConfigError, WeightsError
 
 
 def save_checkpoint(path: Path, **state: object) -> None:
@@ -35,6 +35,26 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, weights_only=False)
     except Exception as exc:
         raise WeightsError(f"checkpoint {path} cannot be read ({exc}); delete it to start over") from exc
+
+
+def resume_fine_tune(
+    ckpt_path: Path, config: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, what: str, log
+) -> tuple[int, float]:
+    """(step, elapsed) to continue a fine-tune from ``ckpt_path``, its model and optimizer restored;
+    (0, 0.0) without one. A checkpoint written by another configuration (threads aside) is refused."""
+    if not ckpt_path.exists():
+        return 0, 0.0
+    state = load_checkpoint(ckpt_path)
+    if _without_threads(state.get("config", {})) != _without_threads(config):
+        raise ConfigError(f"{ckpt_path} was written by another {what} configuration; use a new out_dir")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    log(f"{what}: resuming from step {state['step']}")
+    return state["step"], state["elapsed"]
+
+
+def _without_threads(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "threads"}
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int, floor_frac: float = 0.1) -> float:

@@ -32,7 +32,7 @@ from ponder.tasks.arithmetic import (
     number_width,
     parse_question,
 )
-from ponder.training.checkpoint import cosine_lr, load_checkpoint, progress_bar, save_checkpoint
+from ponder.training.checkpoint import cosine_lr, progress_bar, resume_fine_tune, save_checkpoint
 from ponder.training.model import TinyTransformer, load_model, save_model
 from ponder.training.prm_data import read_labels
 from ponder.training.tokenizer import CharTokenizer
@@ -125,15 +125,9 @@ def train_checker(cfg: CheckerTrainConfig, resume: bool = True, log=print) -> Pa
     if model.config.head != "lm":
         raise ConfigError(f"checker: {cfg.init_from} is not a policy (language model) checkpoint")
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    step, elapsed = 0, 0.0
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        if _without_threads(state.get("config", {})) != _without_threads(asdict(cfg)):
-            raise ConfigError(f"{ckpt_path} was written by another checker configuration; use a new out_dir")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
-        log(f"checker: resuming from step {step}")
+    step, elapsed = (
+        resume_fine_tune(ckpt_path, asdict(cfg), model, opt, "checker", log) if resume else (0, 0.0)
+    )
     log(f"checker: {model.num_params():,} parameters, {len(data)} sampled solutions, {cfg.steps} steps")
     model.train()
     with progress_bar("train checker", cfg.steps, completed=step) as (bar, task):
@@ -168,7 +162,3 @@ def train_checker(cfg: CheckerTrainConfig, resume: bool = True, log=print) -> Pa
         metadata={"train_config": asdict(cfg), "train_seconds": round(elapsed, 1), "samples": len(data)},
     )
     return final
-
-
-def _without_threads(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "threads"}

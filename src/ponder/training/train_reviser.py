@@ -33,7 +33,7 @@ import torch
 
 from ponder.errors import ConfigError
 from ponder.tasks.arithmetic import ANSWER_PREFIX, STEP_DELIMITER, revision_prompt
-from ponder.training.checkpoint import cosine_lr, load_checkpoint, progress_bar, save_checkpoint
+from ponder.training.checkpoint import cosine_lr, progress_bar, resume_fine_tune, save_checkpoint
 from ponder.training.model import load_model, save_model
 from ponder.training.prm_data import read_labels
 from ponder.training.tokenizer import CharTokenizer
@@ -176,15 +176,9 @@ def train_reviser(cfg: ReviserTrainConfig, resume: bool = True, log=print) -> Pa
     torch.manual_seed(cfg.seed)
     tok = CharTokenizer()
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    step, elapsed = 0, 0.0
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        if _without_threads(state.get("config", {})) != _without_threads(asdict(cfg)):
-            raise ConfigError(f"{ckpt_path} was written by another reviser configuration; use a new out_dir")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
-        log(f"reviser: resuming from step {step}")
+    step, elapsed = (
+        resume_fine_tune(ckpt_path, asdict(cfg), model, opt, "reviser", log) if resume else (0, 0.0)
+    )
     n_wrong = sum(len(g.wrong) for g in groups)
     log(
         f"reviser: {model.num_params():,} parameters, {len(groups)} questions "
@@ -222,7 +216,3 @@ def train_reviser(cfg: ReviserTrainConfig, resume: bool = True, log=print) -> Pa
         metadata={"train_config": asdict(cfg), "train_seconds": round(elapsed, 1), "questions": len(groups)},
     )
     return final
-
-
-def _without_threads(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "threads"}
