@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also run compute_optimal with accept=X (a probe sample scoring >= X answers at once)",
     )
+    p.add_argument(
+        "--difficulty-features",
+        default="score",
+        choices=["score", "score+length"],
+        help="what predicts difficulty: the probe's mean score, or score and sample length",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny grid: checks the pipeline in under a minute")
     return p.parse_args(argv)
 
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         oracle_samples=args.oracle_samples,
         probe_samples=args.probe_samples,
         folds=args.folds,
+        features=args.difficulty_features,
         resume=True,
         log=log,
     )
@@ -184,6 +191,11 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         f"- command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py --seed {args.seed}"
         + ("" if args.test_seed is None else f" --test-seed {args.test_seed}")
         + ("" if args.accept is None else f" --accept {args.accept:g}")
+        + (
+            f" --difficulty-features {args.difficulty_features}"
+            if args.difficulty_features != "score"
+            else ""
+        )
         + (" --quick" if args.quick else "")
         + "`",
         f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",

@@ -54,6 +54,34 @@ def test_the_predictor_is_fitted_to_the_oracle_shares():
     assert noisy.exact == 0.5 and noisy.within_one == 1.0 and noisy.confusion == {2: {1: 1}, 3: {3: 1}}
 
 
+def test_score_and_length_tell_apart_questions_whose_probes_all_failed():
+    # Every probe of the four hardest questions failed (score 0): by score alone they tie. Two are
+    # short (one slip from easy, pass@1 0.3), two are long (pass@1 0): the length separates them.
+    scores = {f"e{i}": 0.9 for i in range(4)} | {f"m{i}": 0.5 for i in range(4)}
+    scores |= {"s0": 0.0, "s1": 0.0, "l0": 0.0, "l1": 0.0}
+    lengths = dict.fromkeys(scores, 40.0) | {"l0": 160.0, "l1": 150.0}
+    pass1 = {p: 0.9 if p[0] == "e" else 0.6 if p[0] == "m" else 0.3 if p[0] == "s" else 0.0 for p in scores}
+    oracle = oracle_bins(pass1, n_bins=3, method="thresholds", thresholds=[0.7, 0.1])
+    assert oracle["s0"] == 2 and oracle["l0"] == 3
+    by_score = fit_predictor(scores, oracle, 3)
+    assert by_score.features == "score" and by_score.feature(0.0, 160.0) == 0.0  # length unused
+    assert by_score.predict(scores["s0"]) == by_score.predict(scores["l0"])  # they look alike
+    both = fit_predictor(scores, oracle, 3, lengths=lengths, pass1=pass1)
+    assert both.features == "score+length" and both.weights is not None
+    assert both.weights[2] < 0  # longer solutions: harder
+    predicted = {p: both.predict(both.feature(scores[p], lengths[p])) for p in scores}
+    assert predicted["l0"] == predicted["l1"] == 3 and predicted["s0"] == predicted["s1"] < 3
+    assert predicted["e0"] == 1
+    # The weights travel in the policy file, and a predictor that reads lengths needs one.
+    again = DifficultyPredictor.from_json(json.loads(json.dumps(both.to_json())))
+    assert again == both and "weights" not in by_score.to_json()
+    with pytest.raises(ConfigError, match="sample length"):
+        both.feature(0.5, None)
+    assert both.feature(None, None) is None and both.predict(None) == 3
+    with pytest.raises(ConfigError, match="oracle pass@1"):
+        fit_predictor(scores, oracle, 3, lengths=lengths)
+
+
 # --- calibration: cross-validated choice ------------------------------------------------------------
 
 
@@ -122,6 +150,30 @@ def test_calibration_writes_a_policy_for_every_bin_and_budget(calibrated, genera
     assert loaded.predictor.probe_samples == 2 and loaded.predictor.aggregation == "orm"
     assert len(loaded.predictor.edges) == 2
     assert (run_dir / "grid" / "results.jsonl").is_file() and (run_dir / "probes.jsonl").is_file()
+
+
+def test_calibration_on_score_and_length_writes_a_predictor_compute_optimal_applies(
+    tmp_path, generator, verifier
+):
+    dev = load_dataset("builtin", "dev", n_per_level=2, levels=[1, 3])
+    candidates = [parse_strategy("weighted_best_of_n")]
+    kwargs = dict(n_bins=2, oracle_samples=4, probe_samples=2, folds=2)
+    with pytest.raises(ConfigError, match="difficulty features must be one of"):
+        calibrate(
+            tmp_path / "bad", dev, generator, verifier, candidates, [1, 2], [0], features="len", **kwargs
+        )
+    policy = calibrate(
+        tmp_path / "cal", dev, generator, verifier, candidates, [1, 2], [0], features="score+length", **kwargs
+    )
+    assert (
+        policy.predictor.features == "score+length"
+        and policy.calibration["difficulty_features"] == "score+length"
+    )
+    probes = [json.loads(line) for line in (tmp_path / "cal" / "probes.jsonl").read_text().splitlines()]
+    assert all(r["length"] > 0 for r in probes)
+    co = make_strategy("compute_optimal", policy=str(tmp_path / "cal" / "policy.json"))
+    result = co.run(dev.problems[0].prompt, generator, verifier, Budget(samples=2), 0)
+    assert "mean length" in result.trace[0] and result.predicted_bin in (1, 2)
 
 
 def test_a_policy_for_other_weights_is_refused(calibrated, flat_generator, verifier, generator):

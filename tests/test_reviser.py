@@ -102,13 +102,13 @@ def test_examples_revise_wrong_attempts_keep_right_ones_and_distil_plain_prompts
     for _ in range(30):
         prompt, target = draw_example(groups, rng, ReviserTrainConfig(keep_weight=0, plain_weight=0), 512)
         g = by_prompt[prompt.split("\n", 1)[0] + "\n"]
-        assert target == g.reference and prompt.endswith(RETRY_LINE + "\n")
-        shown = prompt[len(g.prompt) :].split(RETRY_LINE + "\n")[:-1]
+        assert target == g.reference and prompt.endswith(RETRY_LINE + "\n" + g.prompt)
+        shown = prompt[len(g.prompt) : -len(g.prompt)].split(RETRY_LINE + "\n")[:-1]
         assert 1 <= len(shown) <= 3 and all(a.strip("\n") in g.wrong for a in shown)
     for _ in range(30):
         prompt, target = draw_example(groups, rng, only["keep"], 512)
         g = by_prompt[prompt.split("\n", 1)[0] + "\n"]
-        assert target in g.right and prompt.endswith(target + "\n" + RETRY_LINE + "\n")
+        assert target in g.right and prompt.endswith(target + "\n" + RETRY_LINE + "\n" + g.prompt)
     for _ in range(30):
         prompt, target = draw_example(groups, rng, only["plain"], 512)
         assert prompt in by_prompt and target in by_prompt[prompt].wrong + by_prompt[prompt].right

@@ -37,8 +37,8 @@ def test_each_attempt_sees_its_chains_earlier_attempts():
         revision_prompt(PROMPT, [attempt(0, 1), attempt(1, 0)]),
     ]
     assert c2.n == c3.n == 1 and c2.seed != c3.seed
-    # The built-in format: each earlier attempt then an R: line.
-    assert p2[0] == PROMPT + "t0s0\nA:01\nR:\n"
+    # The built-in format: each earlier attempt then an R: line, then the question again.
+    assert p2[0] == PROMPT + "t0s0\nA:01\nR:\n" + PROMPT
     assert result.compute.samples == 6 and len(result.candidates) == 6
 
 

@@ -359,10 +359,10 @@ def test_a_corrupted_solution_is_wrong_but_carries_its_slip_forward(seed, level)
         assert line.split("+")[0].split("-")[0] == prev.split("=")[1]
 
 
-def test_revision_prompt_lists_attempts_each_closed_by_a_retry_line():
+def test_revision_prompt_lists_attempts_each_closed_by_a_retry_line_then_the_question_again():
     from ponder.tasks.arithmetic import revision_prompt
 
-    assert revision_prompt("Q:21+3\n", ["a\nA:1", "b\nA:2\n"]) == "Q:21+3\na\nA:1\nR:\nb\nA:2\nR:\n"
+    assert revision_prompt("Q:21+3\n", ["a\nA:1", "b\nA:2\n"]) == "Q:21+3\na\nA:1\nR:\nb\nA:2\nR:\nQ:21+3\n"
     assert revision_prompt("Q:21+3\n", []) == "Q:21+3\n"
 
 

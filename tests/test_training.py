@@ -349,7 +349,7 @@ def test_revision_batches_show_wrong_attempts_before_the_reference():
     problem = make_split("train", levels=[3], n_per_level=1)[0]
     prompt, target = training_example(problem, random.Random(0), cfg, revision=True)
     assert target == problem.solution
-    assert prompt.startswith(problem.prompt) and prompt.endswith("R:\n")
+    assert prompt.startswith(problem.prompt) and prompt.endswith("R:\n" + problem.prompt)
     assert 1 <= prompt.count("R:") <= 2
     assert training_example(problem, random.Random(0), cfg, revision=False) == (
         problem.prompt,

@@ -596,6 +596,9 @@ def calibrate_cmd(
     probe_samples: Annotated[int, typer.Option(help="probe samples that predict difficulty")] = 4,
     folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
     bins_from: Annotated[str, typer.Option(help="choose per predicted or oracle bin")] = "predicted",
+    difficulty_features: Annotated[
+        str, typer.Option(help="what predicts difficulty: score (probe's mean score) or score+length")
+    ] = "score",
     resume: Annotated[bool, typer.Option(help="continue the calibration directory's run")] = False,
     backend: BackendOpt = "embedded",
     verifier: VerifierOpt = "embedded",
@@ -620,6 +623,7 @@ def calibrate_cmd(
         probe_samples=probe_samples,
         folds=folds,
         bins_from=bins_from,
+        features=difficulty_features,
         resume=resume,
         backend=backend,
         verifier=verifier,

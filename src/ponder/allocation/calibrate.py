@@ -3,7 +3,8 @@
 1. Run the candidate grid (strategies x hyper-parameters x budgets x seeds) on the dev problems
    with the evaluation harness, in ``<run_dir>/grid`` (resumable; oracle pass@1 measured too).
 2. Probe every dev problem as the ``compute_optimal`` strategy would (``probes.jsonl``), fit the
-   difficulty predictor's cut points to the oracle bins, and bin the problems: by their predicted
+   difficulty predictor (``features``: the probe's mean score, or score and sample length) to the
+   oracle bins, and bin the problems: by their predicted
    bin (the default: the policy is then chosen for the bins it will see at test time, prediction
    errors included) or by their oracle bin.
 3. For each bin and budget, choose a candidate by k-fold cross-validation over problems: in each
@@ -26,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ponder.allocation.difficulty import DifficultyPredictor, fit_predictor, oracle_bins, run_probe
+from ponder.allocation.difficulty import (
+    FEATURES,
+    DifficultyPredictor,
+    fit_predictor,
+    oracle_bins,
+    run_probe,
+)
 from ponder.allocation.policy import Policy, PolicyEntry
 from ponder.backends.base import Generator
 from ponder.errors import ConfigError
@@ -150,12 +157,14 @@ def probe_features(
     predictor: DifficultyPredictor,
     seed: int,
     log: Callable[[str], None] | None = None,
-) -> tuple[dict[str, float | None], str]:
-    """Each problem's probe feature, as compute_optimal would measure it (resumable file), and the
-    score aggregation the probes used (``auto`` resolved)."""
+) -> tuple[dict[str, float | None], dict[str, float], str]:
+    """Each problem's probe feature (mean score) and mean sample length, as compute_optimal would
+    measure them (resumable file), and the score aggregation the probes used (``auto`` resolved).
+    A problem probed before lengths were recorded is probed again."""
     path = run_dir / "probes.jsonl"
-    rows = [r for r in read_jsonl(path) if "problem" in r]
+    rows = [r for r in read_jsonl(path) if "problem" in r and ("length" in r or r.get("feature") is None)]
     known = {r["problem"]: r.get("feature") for r in rows}
+    lengths = {r["problem"]: float(r["length"]) for r in rows if r.get("length") is not None}
     used = {r.get("aggregation") for r in rows}
     todo = [p for p in dataset.problems if p.id not in known]
     if todo:
@@ -183,9 +192,12 @@ def probe_features(
                             "feature": probe.feature,
                             "n": len(probe.candidates),
                             "aggregation": probe.aggregation,
+                            "length": probe.length,
                         }
                     )
                     known[p.id] = probe.feature
+                    if probe.length is not None:
+                        lengths[p.id] = probe.length
                     used.add(probe.aggregation)
                     if log and (i + 1) % 50 == 0:
                         log(f"probes {i + 1}/{len(todo)}")
@@ -194,7 +206,7 @@ def probe_features(
     used.discard(None)
     if len(used) > 1:
         raise ConfigError(f"{path} mixes probe score aggregations {sorted(used)}: delete it to re-probe")
-    return known, (used.pop() if used else predictor.aggregation)
+    return known, lengths, (used.pop() if used else predictor.aggregation)
 
 
 def calibrate(
@@ -213,12 +225,15 @@ def calibrate(
     aggregation: str = "auto",
     folds: int = 5,
     bins_from: str = "predicted",
+    features: str = "score",
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Policy:
     """Run the calibration grid on ``dataset`` (a dev split) and write the policy file."""
     if bins_from not in ("predicted", "oracle"):
         raise ConfigError(f"bins_from must be predicted or oracle, got {bins_from!r}")
+    if features not in FEATURES:
+        raise ConfigError(f"difficulty features must be one of {list(FEATURES)}, got {features!r}")
     if oracle_samples < 1:
         raise ConfigError(
             "calibration needs oracle_samples >= 1 (the oracle bins the predictor is fitted to)"
@@ -249,11 +264,24 @@ def calibrate(
     difficulty = grid.difficulty()
     oracle = oracle_bins({p: float(r["pass1"]) for p, r in difficulty.items()}, n_bins=n_bins)
     probe_settings = DifficultyPredictor(probe_samples=probe_samples, aggregation=aggregation)
-    features, aggregation = probe_features(
+    scores, lengths, aggregation = probe_features(
         run_dir, dataset, generator, verifier, probe_settings, seeds[0], log
     )
-    predictor = fit_predictor(features, oracle, n_bins, probe_samples=probe_samples, aggregation=aggregation)
-    bins = {p.id: predictor.predict(features.get(p.id)) for p in dataset.problems}
+    pass1 = {p: float(r["pass1"]) for p, r in difficulty.items()}
+    predictor = fit_predictor(
+        scores,
+        oracle,
+        n_bins,
+        lengths=lengths if features == "score+length" else None,
+        pass1=pass1,
+        probe_samples=probe_samples,
+        aggregation=aggregation,
+    )
+
+    def predicted(pid: str) -> int:
+        return predictor.predict(predictor.feature(scores.get(pid), lengths.get(pid)))
+
+    bins = {p.id: predicted(p.id) for p in dataset.problems}
     if bins_from == "oracle":
         bins = dict(oracle)
     stats = _stats(grid.results())
@@ -285,7 +313,7 @@ def calibrate(
             raise ConfigError(f"no candidate ran at any budget for bin {b}: widen the budgets")
     from ponder.allocation.difficulty import agreement
 
-    agree = agreement({p: predictor.predict(features.get(p)) for p in all_ids}, oracle)
+    agree = agreement({p: predicted(p) for p in all_ids}, oracle)
     policy = Policy(
         models=config.models,
         budgets=[float(b) for b in config.budgets],
@@ -299,6 +327,7 @@ def calibrate(
             "seeds": seeds,
             "folds": folds,
             "oracle_samples": oracle_samples,
+            "difficulty_features": features,
             "predicted_vs_oracle": {
                 "n": agree.n,
                 "exact": agree.exact,

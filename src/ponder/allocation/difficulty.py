@@ -9,11 +9,18 @@
   feature (higher: easier). The predictor's cut points are fitted on a dev split so that each
   predicted bin holds the share of questions its oracle bin does. The probe's compute is part of
   whatever budget the question runs under (see ``strategies/compute_optimal.py``).
+- **Predicted from score and length** (``features="score+length"``): the feature is a linear
+  estimate of pass@1 from the probe's mean score and the log of its samples' mean length, fitted by
+  least squares to the dev split's oracle pass@1. A probe whose samples all fail says "hard" but not
+  how hard: a question one slip away from easy and one no sample will ever solve look alike. How
+  long the model's own solutions are tells them apart (longer reasoning, more places to slip), at
+  no extra cost and with no ground truth at test time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -25,6 +32,7 @@ from ponder.strategies.sampling import affordable_batch, sample_batch, score_val
 from ponder.verifiers.base import VerifierScore
 
 BIN_METHODS = ("quantile", "thresholds")
+FEATURES = ("score", "score+length")
 DEFAULT_THRESHOLDS = (0.8, 0.6, 0.4, 0.2)
 
 
@@ -62,6 +70,7 @@ class Probe:
     scores: list[VerifierScore]
     feature: float | None  # mean verifier score; None when no sample could be drawn
     aggregation: str = "auto"  # how the scores were read (``auto`` resolved)
+    length: float | None = None  # mean characters of the scored samples
 
 
 def resolve_aggregation(aggregation: str, scores: list[VerifierScore]) -> str:
@@ -92,23 +101,42 @@ def run_probe(
     values = [score_value(s, how) for s in scores]
     for cand, value in zip(cands, values):
         cand.score = value
-    return Probe(cands, scores, sum(values) / len(values) if values else None, how)
+    if not values:
+        return Probe(cands, scores, None, how)
+    length = sum(len(c.text) for c in cands[: len(values)]) / len(values)
+    return Probe(cands, scores, sum(values) / len(values), how, length)
 
 
 @dataclass(frozen=True)
 class DifficultyPredictor:
     """Predicted bin from a probe's feature: ``edges`` are descending cut points (bin 1 above the
-    first). The default edges split [0, 1] evenly, for use without calibration."""
+    first). The default edges split [0, 1] evenly, for use without calibration. With ``weights``
+    (bias, score, log length) the feature is ``bias + score_w * score + length_w * log(length)``
+    (``features="score+length"``), else the probe's mean score."""
 
     edges: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)
     probe_samples: int = 4
     aggregation: str = "auto"
     temperature: float = 1.0
     max_new_tokens: int = 160
+    weights: tuple[float, float, float] | None = None
 
     @property
     def n_bins(self) -> int:
         return len(self.edges) + 1
+
+    @property
+    def features(self) -> str:
+        return "score" if self.weights is None else "score+length"
+
+    def feature(self, score: float | None, length: float | None = None) -> float | None:
+        """The feature the edges cut, from a probe's mean score and mean sample length."""
+        if score is None or self.weights is None:
+            return score
+        if length is None:
+            raise ConfigError("this difficulty predictor reads the probe's sample length, and none was given")
+        bias, w_score, w_length = self.weights
+        return bias + w_score * score + w_length * math.log(max(length, 1.0))
 
     def predict(self, feature: float | None) -> int:
         """The bin of a feature; no feature (nothing probed) is taken as the hardest bin."""
@@ -117,40 +145,81 @@ class DifficultyPredictor:
         return 1 + sum(feature < e for e in self.edges)
 
     def to_json(self) -> dict:
-        return {
+        data: dict = {
             "edges": list(self.edges),
             "probe_samples": self.probe_samples,
             "aggregation": self.aggregation,
             "temperature": self.temperature,
             "max_new_tokens": self.max_new_tokens,
         }
+        if self.weights is not None:
+            data["weights"] = dict(zip(("bias", "score", "log_length"), self.weights))
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> DifficultyPredictor:
         try:
+            w = data.get("weights")
+            weights = None if w is None else (float(w["bias"]), float(w["score"]), float(w["log_length"]))
             return cls(
                 edges=tuple(float(e) for e in data["edges"]),
                 probe_samples=int(data["probe_samples"]),
                 aggregation=str(data["aggregation"]),
                 temperature=float(data["temperature"]),
                 max_new_tokens=int(data["max_new_tokens"]),
+                weights=weights,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"the difficulty predictor of the policy file is malformed ({exc!r})") from None
 
 
+def fit_length_weights(
+    scores: dict[str, float], lengths: dict[str, float], pass1: dict[str, float]
+) -> tuple[float, float, float]:
+    """(bias, score, log length) weights: least squares of pass@1 on the probe's mean score and the
+    log of its mean sample length, over the problems that have all three."""
+    import numpy as np
+
+    ids = [p for p in scores if p in lengths and p in pass1]
+    if len(ids) < 3:
+        raise ConfigError(
+            f"fitting difficulty from score and length needs at least 3 probed problems, got {len(ids)}"
+        )
+    x = np.array([[1.0, scores[p], math.log(max(lengths[p], 1.0))] for p in ids])
+    y = np.array([pass1[p] for p in ids])
+    w, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return float(w[0]), float(w[1]), float(w[2])
+
+
 def fit_predictor(
-    features: dict[str, float | None], oracle: dict[str, int], n_bins: int, **probe: object
+    features: dict[str, float | None],
+    oracle: dict[str, int],
+    n_bins: int,
+    *,
+    lengths: dict[str, float] | None = None,
+    pass1: dict[str, float] | None = None,
+    **probe: object,
 ) -> DifficultyPredictor:
     """Cut points on the feature such that predicted bins hold the shares of the oracle bins
-    (bins ranked the same way: the highest feature is the easiest)."""
-    common = [pid for pid in oracle if features.get(pid) is not None]
+    (bins ranked the same way: the highest feature is the easiest). With ``lengths`` and ``pass1``
+    the feature combines score and length (weights fitted to ``pass1``, see the module docstring)."""
+    common = [pid for pid in oracle if features.get(pid) is not None and (lengths is None or pid in lengths)]
     if len(common) < n_bins:
         raise ConfigError(
             f"fitting the difficulty predictor needs probe scores of at least {n_bins} problems, "
             f"got {len(common)}"
         )
-    values = sorted((features[pid] for pid in common), reverse=True)  # type: ignore[misc]
+    weights = None
+    if lengths is not None:
+        if pass1 is None:
+            raise ConfigError("fitting difficulty from score and length needs each problem's oracle pass@1")
+        scores = {p: float(features[p]) for p in common}  # type: ignore[arg-type]
+        weights = fit_length_weights(scores, lengths, pass1)
+    shaped = DifficultyPredictor(weights=weights)
+    values = sorted(
+        (shaped.feature(features[pid], (lengths or {}).get(pid)) for pid in common),  # type: ignore[misc]
+        reverse=True,
+    )
     counts = Counter(oracle[pid] for pid in common)
     edges: list[float] = []
     seen = 0
@@ -160,7 +229,7 @@ def fit_predictor(
         # Between the last value of bin b and the first of bin b+1.
         edge = (values[i - 1] + values[i]) / 2
         edges.append(min(edge, edges[-1]) if edges else edge)
-    return DifficultyPredictor(edges=tuple(edges), **probe)  # type: ignore[arg-type]
+    return DifficultyPredictor(edges=tuple(edges), weights=weights, **probe)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -2,8 +2,8 @@
 strategy a calibrated policy chose for that difficulty and budget.
 
 1. **Probe**: draw ``probe_samples`` solutions (fewer when the budget is small) and score them; the
-   mean score predicts the difficulty bin (:mod:`ponder.allocation.difficulty`). The probe is paid
-   from the run's budget.
+   mean score (with a policy calibrated on ``score+length``, also the samples' mean length) predicts
+   the difficulty bin (:mod:`ponder.allocation.difficulty`). The probe is paid from the run's budget.
 2. **Choose**: the policy file (``ponder calibrate``) gives, for the bin and the budget, a
    registered strategy and its parameters.
 3. **Run** it on what the budget has left. When the choice is a sampling strategy (majority,
@@ -130,13 +130,16 @@ class ComputeOptimal:
             derive_seed(seed, "probe"),
             predictor.aggregation,
         )
-        bin_ = predictor.predict(probe.feature)
+        value = predictor.feature(probe.feature, probe.length)
+        bin_ = predictor.predict(value)
         if policy is not None:
             grid_budget, entry = policy.entry(bin_, budget)
             where = f"policy: bin {bin_}, budget {grid_budget:g}"
         else:
             entry, where = PolicyEntry(FALLBACK), "no policy file: fallback"
         feature = "-" if probe.feature is None else f"{probe.feature:.3f}"
+        if predictor.weights is not None and value is not None:
+            feature += f", mean length {probe.length:.0f} chars -> feature {value:.3f}"
         trace = [
             f"probe: {len(probe.candidates)} samples, mean score {feature} -> predicted bin {bin_} of "
             f"{predictor.n_bins}",
@@ -186,7 +189,7 @@ class ComputeOptimal:
             compute=compute,
             trace=trace,
             predicted_bin=bin_,
-            probe_feature=probe.feature,
+            probe_feature=value,
             chosen=entry.label,
         )
 

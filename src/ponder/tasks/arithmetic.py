@@ -124,16 +124,24 @@ def format_prompt(problem: Problem) -> str:
 def revision_prompt(prompt: str, attempts: list[str]) -> str:
     """The prompt for a new attempt after earlier (wrong) ``attempts``, oldest first.
 
-    Each attempt is followed by a ``R:`` line, so the policy reads them as rejected tries::
+    Each attempt is followed by a ``R:`` line, so the policy reads them as rejected tries, and the
+    question comes again last, so the new attempt starts right after it as a first attempt does::
 
         Q:84+72-31
         84+72=56
         56-31=25
         A:25
         R:
+        Q:84+72-31
+
+    Repeating the question is what makes revision learnable for a small model: its first steps copy
+    operands from the question, and a copy from a few characters back is far easier than one from
+    several attempts back (a reviser trained on prompts without the repeat miscopied them).
     """
+    if not attempts:
+        return prompt
     retry = STEP_DELIMITER + RETRY_LINE + STEP_DELIMITER
-    return prompt + "".join(a.strip(STEP_DELIMITER) + retry for a in attempts)
+    return prompt + "".join(a.strip(STEP_DELIMITER) + retry for a in attempts) + prompt
 
 
 def corrupt_solution(problem: Problem, rng: random.Random) -> str:

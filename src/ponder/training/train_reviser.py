@@ -10,8 +10,8 @@ Examples are drawn fresh at every step from the policy's sampled solutions (``po
 rollouts --label checked``), grouped by question:
 
 - **revise** (``revise_weight``): 1..``max_attempts`` of the question's wrong samples, each followed by
-  an ``R:`` line (:func:`~ponder.tasks.arithmetic.revision_prompt`), the closest to the reference
-  solution last; the target is the reference solution.
+  an ``R:`` line, then the question again (:func:`~ponder.tasks.arithmetic.revision_prompt`), the
+  closest to the reference solution last; the target is the reference solution.
 - **keep** (``keep_weight``): the same, but the last attempt shown is one of the question's right
   samples; the target is that solution again. At test time a revision prompt shows every earlier
   attempt, right or not, so the reviser must learn to check before it changes anything.
