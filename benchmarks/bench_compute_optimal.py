@@ -9,9 +9,10 @@ One command reproduces the comparisons of benchmarks/RESULTS.md, on the embedded
 2. **Evaluate** (``ponder eval``) on held-out test problems: best-of-N, weighted best-of-N,
    majority and compute_optimal (with that policy) at budgets 1..64 samples, two seeds, oracle
    difficulty bins for the report.
-3. **Report**: the compute compute-optimal needs to reach best-of-N's best accuracy (in samples and
-   in FLOPs; goal >= 6x less), how its predicted difficulty agrees with the oracle bins, and the
-   batch accuracy of a global budget allocated by marginal gain vs. the same total split evenly.
+3. **Report**: the compute compute-optimal needs to reach best-of-N's best accuracy (as a budget in
+   samples, and as FLOPs actually spent; goal >= 6x fewer FLOPs), how its predicted difficulty
+   agrees with the oracle bins, and the batch accuracy of a global budget allocated by marginal
+   gain vs. the same total split evenly.
 
 Both runs are resumable: rerun the same command after an interruption. A different grid needs a
 different ``--out``. Everything is deterministic given ``--seed`` (which also draws the problems).
@@ -205,8 +206,8 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         f"- time: calibrate {record['seconds']['calibrate'] / 60:.1f} min, evaluate "
         f"{record['seconds']['eval'] / 60:.1f} min, {args.threads} thread(s)",
         "",
-        "| compute-optimal | vs | best accuracy % | its budget | compute-optimal's budget | less compute "
-        "(samples) | less compute (FLOPs) | goal >= 6x |",
+        "| compute-optimal | vs | best accuracy % | its budget | compute-optimal's budget | smaller budget "
+        "(samples) | less compute (FLOPs spent) | goal >= 6x less compute |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in record["compute_optimal_vs_best_of_n"]:
@@ -214,7 +215,9 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         reached = f"{b['contender_compute']:g}" if b["contender_compute"] else "not reached"
         by_samples = f"{b['ratio']:.2f}x" if b["ratio"] else "-"
         by_flops = f"{f['ratio']:.2f}x" if f["ratio"] else "-"
-        goal = "met" if b["ratio"] and b["ratio"] >= GOAL else "not met"
+        # The goal is on compute spent: a budget is a cap, and compute-optimal spends far less than
+        # its cap where the probe says more samples would not pay (best-of-N always spends it all).
+        goal = "met" if f["ratio"] and f["ratio"] >= GOAL else "not met"
         accept = [p for p in m["contender"].split(":", 1)[1].split(",") if p.startswith("accept=")]
         contender = accept[0] if accept else "policy only"
         lines.append(

@@ -598,7 +598,7 @@ def calibrate_cmd(
     bins_from: Annotated[str, typer.Option(help="choose per predicted or oracle bin")] = "predicted",
     difficulty_features: Annotated[
         str, typer.Option(help="what predicts difficulty: score (probe's mean score) or score+length")
-    ] = "score",
+    ] = "score+length",
     resume: Annotated[bool, typer.Option(help="continue the calibration directory's run")] = False,
     backend: BackendOpt = "embedded",
     verifier: VerifierOpt = "embedded",

@@ -225,7 +225,7 @@ def calibrate(
     aggregation: str = "auto",
     folds: int = 5,
     bins_from: str = "predicted",
-    features: str = "score",
+    features: str = "score+length",
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Policy:

@@ -6,10 +6,11 @@ sample of the prompt; attempt ``j + 1`` of a chain is sampled from ``prompt_buil
 attempts)``, the prompt followed by that chain's last attempts (at most ``context_attempts`` of them,
 fewer when the prompt and a full new attempt would not fit the generator's context: the oldest go
 first). The built-in task's builder is :func:`ponder.tasks.arithmetic.revision_prompt` (each attempt
-followed by an ``R:`` line, then the question again); a chat backend can pass its own template. (With a backend that
-continues a partial answer, ``generate_continuations``, the budget tracker sends a prompt that
-starts with the question as a continuation of it: a chat template should return a new question
-that does not begin with the original prompt, so that it goes out as a fresh user turn.)
+followed by an ``R:`` line, then the question again); a chat backend can pass its own template.
+(With a backend that continues a partial answer, ``generate_continuations``, the budget tracker
+sends a prompt that starts with the question as a continuation of it: a chat template should
+return a new question that does not begin with the original prompt, so that it goes out as a
+fresh user turn.)
 
 Every attempt is scored by the verifier against the *original* prompt (a revision is judged as a
 solution to the question, not to the revision prompt). A chain's answer (``within``) is its
