@@ -67,7 +67,8 @@ CO_POLICY := runs/bench/compute_optimal-greedy-seed0/calibrate/policy.json
 $(CO_POLICY): $(BIN)/ponder
 	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0 --dev-per-level 12 \
 	  --out runs/bench/compute_optimal-greedy-seed0 \
-	  --candidates "greedy;majority;best_of_n;weighted_best_of_n;beam_search:beam_width=4;dvts:branching=4"
+	  --candidates "greedy;majority;best_of_n;weighted_best_of_n;beam_search:beam_width=4;dvts:branching=4" \
+	  --difficulty-features score
 bench-large: $(LARGE) $(CO_POLICY)
 	$(BIN)/python benchmarks/bench_exchange_rate.py --threads 2 \
 	  --large-weights $(LARGE) --policy-file $(CO_POLICY)

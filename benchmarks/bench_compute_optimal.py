@@ -2,10 +2,10 @@
 
 One command reproduces the comparisons of benchmarks/RESULTS.md, on the embedded models:
 
-1. **Calibrate** (``ponder calibrate``) on the built-in dev split: the candidate strategies (majority,
-   best-of-N, weighted best-of-N, beam search, DVTS) at every budget, oracle difficulty from 32
-   samples per problem, the probe-based difficulty predictor, the cross-validated choice per
-   predicted bin and budget -> a policy file.
+1. **Calibrate** (``ponder calibrate``) on the built-in dev split: the candidate strategies (greedy,
+   best-of-N, beam search, DVTS, adaptive best-of-N) at every budget, oracle difficulty from 32
+   samples per problem, the probe-based difficulty predictor (probe score and sample length), the
+   cross-validated choice per predicted bin and budget -> a policy file.
 2. **Evaluate** (``ponder eval``) on held-out test problems: best-of-N, weighted best-of-N,
    majority and compute_optimal (with that policy) at budgets 1..64 samples, two seeds, oracle
    difficulty bins for the report.
@@ -19,8 +19,8 @@ different ``--out``. Everything is deterministic given ``--seed`` (which also dr
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py [--seed 0] [--quick]
 
-The default grid took about 16 minutes with 1 thread on a 2-core machine shared with a training
-job (load average ~5.5): ~5.5 min calibration, ~10.5 min test; allow 20. ``--quick`` (a smoke test
+The default grid takes about 25 minutes with 1 thread on a 2-core machine shared with a training
+job: ~13 min calibration, ~10.5 min test (with ``--accept``); allow 30. ``--quick`` (a smoke test
 of the whole pipeline) takes under a minute.
 """
 
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-CANDIDATES = ("majority", "best_of_n", "weighted_best_of_n", "beam_search:beam_width=4", "dvts:branching=4")
+CANDIDATES = ("greedy", "best_of_n", "beam_search:beam_width=4", "dvts:branching=4", "adaptive_best_of_n")
 BASELINES = ("majority", "best_of_n", "weighted_best_of_n")
 GOAL = 6.0
 
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out", default=None, help="output directory (default runs/bench/compute_optimal-seed<S>)"
     )
-    p.add_argument("--dev-per-level", type=int, default=8, help="dev problems per level for calibration")
+    p.add_argument("--dev-per-level", type=int, default=12, help="dev problems per level for calibration")
     p.add_argument("--test-per-level", type=int, default=12, help="held-out test problems per level")
     p.add_argument("--budgets", default="1,2,4,8,16,32,64", help="generation budgets N (powers of two)")
     p.add_argument("--test-seeds", type=int, default=2, help="seeds of the test grid (default 2)")
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--difficulty-features",
-        default="score",
+        default="score+length",
         choices=["score", "score+length"],
         help="what predicts difficulty: the probe's mean score, or score and sample length",
     )
@@ -192,11 +192,8 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         f"- command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py --seed {args.seed}"
         + ("" if args.test_seed is None else f" --test-seed {args.test_seed}")
         + ("" if args.accept is None else f" --accept {args.accept:g}")
-        + (
-            f" --difficulty-features {args.difficulty_features}"
-            if args.difficulty_features != "score"
-            else ""
-        )
+        + f" --dev-per-level {args.dev_per_level} --candidates {args.candidates!r}"
+        + f" --difficulty-features {args.difficulty_features}"
         + (" --quick" if args.quick else "")
         + "`",
         f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",

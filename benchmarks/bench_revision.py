@@ -2,8 +2,9 @@
 reviser (the policy fine-tuned on its own wrong attempts, ``ponder train reviser``).
 
 A chain starts with an ordinary attempt at the question; attempt ``j + 1`` is generated from the
-revision prompt (the question, then the chain's last attempts, at most ``--context`` of them, each
-followed by ``R:``), exactly as the ``revision`` strategy builds it. No verifier is involved: the
+revision prompt (the question, then the chain's last attempts, at most ``--context`` of them and
+no more than fit the context, each followed by ``R:``, then the question again), exactly as the
+``revision`` strategy builds it. No verifier is involved: the
 figure for turn ``j`` is the accuracy of the chain's ``j``-th attempt, Snell et al.'s "pass@1 at
 each revision step". Two settings:
 
@@ -40,12 +41,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--levels", type=int, nargs="*", default=[1, 2, 3, 4, 5])
     ap.add_argument("--turns", type=int, default=4, help="attempts per chain")
     ap.add_argument("--chains", type=int, default=4, help="sampled chains per problem")
-    ap.add_argument("--context", type=int, default=3, help="most earlier attempts a revision prompt shows")
+    ap.add_argument("--context", type=int, default=1, help="most earlier attempts a revision prompt shows")
     ap.add_argument("--policies", nargs="*", default=["embedded", "embedded+reviser"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="write everything measured here")
     return ap.parse_args(argv)
+
+
+def fitting_prompt(generator: Generator, prompt: str, shown: list[str]) -> str:
+    """The revision prompt, its oldest attempts dropped until a full new attempt fits the context
+    (as the ``revision`` strategy does)."""
+    context = getattr(generator, "context_length", None)
+    count = getattr(generator, "count_prompt_tokens", None)
+    text = revision_prompt(prompt, shown)
+    while shown and context is not None and callable(count) and count(text) + MAX_NEW_TOKENS > context:
+        shown = shown[1:]
+        text = revision_prompt(prompt, shown)
+    return text
 
 
 def run_chains(
@@ -61,7 +74,9 @@ def run_chains(
     rows = [(p, c) for p in problems for c in range(chains)]
     attempts: list[list[str]] = [[] for _ in rows]
     for turn in range(turns):
-        prompts = [revision_prompt(p.prompt, attempts[i][-context:]) for i, (p, _) in enumerate(rows)]
+        prompts = [
+            fitting_prompt(generator, p.prompt, attempts[i][-context:]) for i, (p, _) in enumerate(rows)
+        ]
         # Turn 1's prompt is the same for every chain: chain by chain, each with its own seed, so
         # the chains are independent samples.
         for c in range(chains):

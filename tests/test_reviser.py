@@ -145,7 +145,7 @@ def test_reviser_trains_resumes_and_refuses_another_configuration(tmp_path, tiny
     assert any("resuming from step 4" in line for line in lines)
     assert all(torch.equal(weights[k], again[k]) for k in weights)
     with pytest.raises(ConfigError, match="another reviser configuration"):
-        train_reviser(ReviserTrainConfig(**{**cfg.__dict__, "lr": 1e-3}), log=_quiet)
+        train_reviser(ReviserTrainConfig(**{**cfg.__dict__, "lr": 3e-4}), log=_quiet)
 
 
 def test_reviser_bad_input_is_a_clear_error(tmp_path, tiny_policy_file):
@@ -173,8 +173,30 @@ def test_reviser_bad_input_is_a_clear_error(tmp_path, tiny_policy_file):
         ReviserTrainConfig(revise_weight=0)
 
 
-def test_reviser_spec_without_installed_weights_is_a_clear_error():
-    # No reviser is shipped yet (the 600-step one did not learn to revise; see RESULTS.md).
-    assert not reviser_path().exists()
+def test_reviser_spec_without_installed_weights_is_a_clear_error(tmp_path, monkeypatch):
+    import ponder.training.weights as weights
+
+    monkeypatch.setattr(weights, "reviser_path", lambda: tmp_path / "reviser.safetensors")
     with pytest.raises(ConfigError, match="no reviser weights .* `ponder train reviser`"):
         load_generator("embedded+reviser")
+
+
+def test_the_shipped_reviser_fixes_wrong_first_attempts_the_policy_cannot():
+    from ponder.backends.base import SamplingParams
+    from ponder.tasks.arithmetic import revision_prompt
+
+    assert reviser_path().is_file()
+    problems = make_split("test", levels=[2, 3, 4], n_per_level=30, seed=5)
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=160)
+    policy, reviser = load_generator("embedded"), load_generator("embedded+reviser")
+    firsts = [g[0].text for g in policy.generate([p.prompt for p in problems], greedy)]
+    wrong = [(p, t) for p, t in zip(problems, firsts) if not is_correct(p, t)]
+    assert len(wrong) >= 10
+    prompts = [revision_prompt(p.prompt, [t]) for p, t in wrong]
+
+    def fixed(generator) -> int:
+        return sum(is_correct(p, g[0].text) for (p, _), g in zip(wrong, generator.generate(prompts, greedy)))
+
+    # Shown its wrong attempt, the policy writes nothing useful; the reviser fixes many.
+    assert fixed(policy) <= len(wrong) // 10
+    assert fixed(reviser) >= len(wrong) // 3

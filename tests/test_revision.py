@@ -26,7 +26,7 @@ def answer_line(k: int) -> str:
 
 def test_each_attempt_sees_its_chains_earlier_attempts():
     stub, verifier = RevisionStub(), RecordingVerifier()
-    result = make_strategy("revision", chains=2, revisions=3).run(
+    result = make_strategy("revision", chains=2, revisions=3, context_attempts=3).run(
         PROMPT, stub, verifier, Budget(samples=6), 0
     )
     (p1, c1), (p2, c2), (p3, c3) = stub.calls
@@ -58,13 +58,19 @@ def test_only_the_last_attempts_are_shown():
     last = stub.calls[-1][0][0]
     # Attempts 3 and 4 of 4 (the stub, shown two attempts, writes the same third attempt again).
     assert last == revision_prompt(PROMPT, [attempt(2, 0), attempt(2, 0)])
+    # By default a revision prompt shows the chain's last attempt only.
+    stub = RevisionStub()
+    make_strategy("revision", chains=1, revisions=3).run(
+        PROMPT, stub, RecordingVerifier(), Budget(samples=3), 0
+    )
+    assert [ps[0].count("R:") for ps, _ in stub.calls] == [0, 1, 1]
 
 
 def test_attempts_are_dropped_oldest_first_to_fit_the_context():
     # Room for the prompt, one shown attempt and max_new_tokens, not two.
     one = len(revision_prompt(PROMPT, [attempt(0, 0)])) + 1
     stub = RevisionStub(context_length=one + 40 + 3)
-    make_strategy("revision", chains=1, revisions=4, max_new_tokens=40).run(
+    make_strategy("revision", chains=1, revisions=4, max_new_tokens=40, context_attempts=3).run(
         PROMPT, stub, RecordingVerifier(), Budget(samples=4), 0
     )
     shown = [ps[0].count("R:") for ps, _ in stub.calls]
@@ -72,7 +78,7 @@ def test_attempts_are_dropped_oldest_first_to_fit_the_context():
     assert stub.calls[-1][0][0] == revision_prompt(PROMPT, [attempt(1, 0)])
     # No context attribute: nothing is trimmed but context_attempts.
     stub = RevisionStub()
-    make_strategy("revision", chains=1, revisions=4, max_new_tokens=40).run(
+    make_strategy("revision", chains=1, revisions=4, max_new_tokens=40, context_attempts=3).run(
         PROMPT, stub, RecordingVerifier(), Budget(samples=4), 0
     )
     assert [ps[0].count("R:") for ps, _ in stub.calls] == [0, 1, 2, 3]
@@ -86,7 +92,7 @@ def test_the_prompt_builder_is_a_parameter():
         return prompt + "".join(f"[previous answer: {a}]" for a in attempts)
 
     stub = RevisionStub()
-    make_strategy("revision", chains=1, revisions=3, prompt_builder=chat_template).run(
+    make_strategy("revision", chains=1, revisions=3, prompt_builder=chat_template, context_attempts=3).run(
         PROMPT, stub, RecordingVerifier(), Budget(samples=3), 0
     )
     assert seen == [[attempt(0, 0)], [attempt(0, 0), attempt(0, 0)]]
@@ -146,7 +152,7 @@ def test_the_best_attempt_of_each_chain_then_across_chains():
 def test_within_last_trusts_each_chains_last_attempt():
     # Same chains, but each chain answers with its last attempt (12) whatever the verifier says.
     table = {answer_line(0): 0.3, answer_line(1): 0.8, answer_line(2): 0.6}
-    result = make_strategy("revision", chains=3, revisions=3, within="last").run(
+    result = make_strategy("revision", chains=3, revisions=3, within="last", context_attempts=3).run(
         PROMPT, RevisionStub(), RecordingVerifier(table), Budget(samples=9), 0
     )
     assert result.answer == 12

@@ -199,8 +199,8 @@ def train_reviser_cmd(
         "runs/policy/policy.safetensors"
     ),
     out_dir: Path = Path("runs/reviser"),
-    steps: Annotated[int, typer.Option(min=1)] = 600,
-    lr: float = 3e-4,
+    steps: Annotated[int, typer.Option(min=1)] = 1200,
+    lr: float = 1e-3,
     max_attempts: Annotated[
         int, typer.Option(min=1, help="most earlier attempts a training prompt shows")
     ] = 3,

@@ -86,7 +86,9 @@ class Revision:
     selection: str = "weighted"  # across chains: weighted / majority / best
     within: str = "best"  # a chain's answer: its best-scored attempt, or its last
     aggregation: str = "last"  # step scores -> one: last / min / prod / mean, or "orm"
-    context_attempts: int = 3  # most earlier attempts a revision prompt shows
+    # Most earlier attempts a revision prompt shows. One: the shipped reviser fixes as many slips
+    # seeing only the last attempt and breaks fewer right answers than seeing three (RESULTS.md).
+    context_attempts: int = 1
     temperature: float = 1.0
     max_new_tokens: int = 160
     # prompt, earlier attempts (oldest first) -> the prompt for the next attempt

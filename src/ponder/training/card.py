@@ -207,9 +207,11 @@ def write_card(path: Path, metrics: CardMetrics, info: dict) -> None:
     level_lines = "\n".join(
         f"| {lv} | {s.n_ops} | 0..{s.max_value - 1} |" for lv, s in sorted(LEVELS.items())
     )
+    extra_rows = "\n".join(r for r in (_checker_model_row(info), _reviser_model_row(info)) if r)
+    extra_training = "\n".join(t for t in (_checker_training_text(info), _reviser_training_text(info)) if t)
     text = f"""# Embedded models of ponder
 
-Two tiny transformers trained by ponder itself on its built-in chained-arithmetic task, shipped in
+Tiny transformers trained by ponder itself on its built-in chained-arithmetic task, shipped in
 this folder as safetensors (fp16), loaded with no network. They exist so that every test-time
 compute feature can run, be tested and be measured on a 2-core CPU.
 
@@ -217,7 +219,7 @@ compute feature can run, be tested and be measured on a 2-core CPU.
 |---|---|---|---|---|
 {_model_row("policy", "policy.safetensors", info, "policy")}
 {_model_row("verifier (PRM + ORM heads)", "verifier.safetensors", info, "verifier")}
-{_checker_model_row(info)}
+{extra_rows}
 
 ## Task
 `ponder.tasks`: chains of additions and subtractions, one checkable equation per line, numbers
@@ -241,7 +243,7 @@ written least-significant digit first and zero-padded to the level's width.
   two-logit head; cross-entropy on the rollout labels at each step end (PRM) and on the sample's
   outcome at its last token (ORM), {info["verifier_epochs"]} epochs:
   {info["verifier_seconds"] / 60:.1f} min.
-{_checker_training_text(info)}
+{extra_training}
 - Whole recipe: {info["total_seconds"] / 60:.1f} min wall time.
 
 ## Quality on the test split (held out; seed {info["seed"]})
@@ -274,6 +276,25 @@ judges), so it misses slips it did not learn to see: it is what search has to wo
 """
     path.write_text(text)
     (path.parent / "card.json").write_text(json.dumps({"metrics": metrics.__dict__, "info": info}, indent=1))
+
+
+def _reviser_model_row(info: dict) -> str:
+    if "reviser_params" not in info:
+        return ""
+    return _model_row("reviser (`embedded+reviser`)", "reviser.safetensors", info, "reviser")
+
+
+def _reviser_training_text(info: dict) -> str:
+    if "reviser_params" not in info:
+        return ""
+    return (
+        "- Reviser: a copy of the policy fine-tuned on the step checker's samples, half the examples"
+        " showing 1-3 of the policy's own wrong attempts (each closed by an `R:` line, the question"
+        " repeated after them) before the reference solution, a quarter ending in a right attempt to"
+        " keep, a quarter plain prompts with the policy's own samples as targets (Snell et al.'s"
+        f" recipe), {info['reviser_steps']} steps of 64 at lr {info['reviser_lr']:g}:"
+        f" {info['reviser_seconds'] / 60:.1f} min."
+    )
 
 
 def _checker_model_row(info: dict) -> str:

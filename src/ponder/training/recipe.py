@@ -179,6 +179,10 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
             "checker_sample_seconds": state["checker_samples"]["seconds"],
             "checker_steps": checker_cfg.steps,
             "checker_seconds": checker_meta.get("train_seconds", state["checker"]["seconds"]),
+            "reviser_params": generator.num_params,  # a fine-tuned copy of the policy
+            "reviser_shape": f"{pc.n_layer} x {pc.d_model} x {pc.n_head}",
+            "reviser_bytes": reviser_file.stat().st_size,
+            "reviser_lr": reviser_cfg.lr,
             "reviser_steps": reviser_cfg.steps,
             "reviser_seconds": reviser_meta.get("train_seconds", state["reviser"]["seconds"]),
             "policy_train_history": policy_meta.get("history", []),
@@ -203,8 +207,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     if cfg.install:
         from ponder.training.weights import WEIGHTS_DIR
 
-        # The reviser stays in the run directory: it does not revise yet (benchmarks/RESULTS.md).
-        models = (policy_file, verifier_file, checker_file)
+        models = (policy_file, verifier_file, checker_file, reviser_file)
         files = (*models, root / "MODEL_CARD.md", root / "card.json")
         for f in files:
             shutil.copy2(f, WEIGHTS_DIR / f.name)
