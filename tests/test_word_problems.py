@@ -183,7 +183,7 @@ def test_chat_revision_prompts_go_out_as_new_user_turns_showing_earlier_attempts
     assert not text.startswith(prompt) and prompt.strip() in text
     assert text.index("first try") < text.index("second try")
     stub = ChatRevisionStub()
-    result = make_strategy("revision_chat", chains=1, revisions=3).run(
+    result = make_strategy("revision_chat", chains=1, revisions=3, context_attempts=3).run(
         prompt, stub, RecordingVerifier(), Budget(samples=3), 0
     )
     assert len(stub.turns) == 3 and stub.turns[0] == ([prompt], [""])

@@ -193,6 +193,7 @@ def calibrate_command(
     backend: str,
     verifier: str,
     log: Callable[[str], None],
+    features: str = "score+length",
 ) -> Path:
     from ponder.allocation.calibrate import DEFAULT_CANDIDATES, calibrate
 
@@ -216,6 +217,7 @@ def calibrate_command(
         probe_samples=probe_samples,
         folds=folds,
         bins_from=bins_from,
+        features=features,
         resume=resume,
         log=log,
     )
