@@ -477,6 +477,7 @@ def test_a_deadline_run_reports_deadlines_met_and_accuracy(tmp_path, generator, 
         (["--folds", "1"], "folds must be >= 2"),
         (["--strategy", "compute_optimal"], "cannot be a candidate of its own policy"),
         (["--bins-from", "magic"], "bins_from must be predicted or oracle"),
+        (["--difficulty-features", "size"], "difficulty features must be one of"),
     ],
 )
 def test_ponder_calibrate_bad_input_is_one_clear_line(tmp_path, args, message):
