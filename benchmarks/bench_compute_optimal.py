@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["score", "score+length"],
         help="what predicts difficulty: the probe's mean score, or score and sample length",
     )
+    p.add_argument(
+        "--backend",
+        default="embedded",
+        help="the policy (a backend spec, e.g. embedded+reviser to calibrate revision too)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny grid: checks the pipeline in under a minute")
     return p.parse_args(argv)
 
@@ -100,6 +105,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out or f"runs/bench/compute_optimal-seed{args.seed}" + ("-quick" if args.quick else ""))
     budgets = [int(b) for b in args.budgets.split(",")]
     generator, verifier = default_models()
+    if args.backend != "embedded":
+        from ponder.backends.spec import load_generator
+
+        generator = load_generator(args.backend)
     started = time.perf_counter()
 
     # 1. Calibration on dev problems.
@@ -160,7 +169,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     total_s = time.perf_counter() - started
     record = {
         "settings": vars(args),
-        "model": {"policy_weights": str(policy_path()), **models_identity(generator, verifier)},
+        "model": {
+            "policy_weights": str(policy_path()) if args.backend == "embedded" else args.backend,
+            **models_identity(generator, verifier),
+        },
         "policy": {
             str(b): {f"{k:g}": e.label for k, e in sorted(row.items())}
             for b, row in sorted(policy.table.items())
@@ -194,6 +206,7 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         + ("" if args.accept is None else f" --accept {args.accept:g}")
         + f" --dev-per-level {args.dev_per_level} --candidates {args.candidates!r}"
         + f" --difficulty-features {args.difficulty_features}"
+        + ("" if args.backend == "embedded" else f" --backend {args.backend}")
         + (" --quick" if args.quick else "")
         + "`",
         f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",
