@@ -48,7 +48,7 @@ bench: $(BIN)/ponder
 	$(BIN)/python benchmarks/bench_prefix_reuse.py
 	$(BIN)/python benchmarks/bench_serve.py
 
-# Compute-optimal vs. best-of-N and global vs. uniform budgets (~20 min on 2 busy cores; resumable).
+# Compute-optimal vs. best-of-N and global vs. uniform budgets (~25 min on 1 thread; resumable).
 bench-compute-optimal: $(BIN)/ponder
 	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0
 
