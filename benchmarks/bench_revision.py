@@ -28,8 +28,9 @@ from _common import environment, markdown_table, set_threads, write_json
 
 from ponder.backends.base import Generator, SamplingParams
 from ponder.backends.spec import load_generator
+from ponder.strategies.revision import fitting_prompt
 from ponder.tasks.answers import extract_answer
-from ponder.tasks.arithmetic import Problem, make_split, revision_prompt
+from ponder.tasks.arithmetic import Problem, make_split
 
 MAX_NEW_TOKENS = 160
 
@@ -49,18 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def fitting_prompt(generator: Generator, prompt: str, shown: list[str]) -> str:
-    """The revision prompt, its oldest attempts dropped until a full new attempt fits the context
-    (as the ``revision`` strategy does)."""
-    context = getattr(generator, "context_length", None)
-    count = getattr(generator, "count_prompt_tokens", None)
-    text = revision_prompt(prompt, shown)
-    while shown and context is not None and callable(count) and count(text) + MAX_NEW_TOKENS > context:
-        shown = shown[1:]
-        text = revision_prompt(prompt, shown)
-    return text
-
-
 def run_chains(
     generator: Generator,
     problems: list[Problem],
@@ -73,10 +62,12 @@ def run_chains(
     """``right[problem][chain][turn]``: whether each attempt of each chain answers right."""
     rows = [(p, c) for p in problems for c in range(chains)]
     attempts: list[list[str]] = [[] for _ in rows]
+
+    def fits(text: str) -> bool:  # as the revision strategy trims: a full new attempt must fit
+        return generator.count_prompt_tokens(text) + MAX_NEW_TOKENS <= generator.context_length
+
     for turn in range(turns):
-        prompts = [
-            fitting_prompt(generator, p.prompt, attempts[i][-context:]) for i, (p, _) in enumerate(rows)
-        ]
+        prompts = [fitting_prompt(p.prompt, attempts[i][-context:], fits) for i, (p, _) in enumerate(rows)]
         # Turn 1's prompt is the same for every chain: chain by chain, each with its own seed, so
         # the chains are independent samples.
         for c in range(chains):

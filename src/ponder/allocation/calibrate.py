@@ -262,12 +262,12 @@ def calibrate(
     if log:
         log("grid done; probing the problems' difficulty")
     difficulty = grid.difficulty()
-    oracle = oracle_bins({p: float(r["pass1"]) for p, r in difficulty.items()}, n_bins=n_bins)
+    pass1 = {p: float(r["pass1"]) for p, r in difficulty.items()}
+    oracle = oracle_bins(pass1, n_bins=n_bins)
     probe_settings = DifficultyPredictor(probe_samples=probe_samples, aggregation=aggregation)
     scores, lengths, aggregation = probe_features(
         run_dir, dataset, generator, verifier, probe_settings, seeds[0], log
     )
-    pass1 = {p: float(r["pass1"]) for p, r in difficulty.items()}
     predictor = fit_predictor(
         scores,
         oracle,

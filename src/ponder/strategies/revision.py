@@ -78,6 +78,27 @@ def chat_revision_prompt(prompt: str, attempts: list[str]) -> str:
     )
 
 
+def fitting_prompt(
+    prompt: str,
+    attempts: list[str],
+    fits: Callable[[str], bool],
+    builder: PromptBuilder = revision_prompt,
+    name: str = "revision",
+) -> str:
+    """``builder(prompt, attempts)``, the oldest attempts dropped until ``fits`` accepts the text
+    (or none is left)."""
+    shown = list(attempts)
+    while True:
+        text = builder(prompt, shown)
+        if not isinstance(text, str):
+            raise ConfigError(
+                f"strategy {name!r}: prompt_builder returned {type(text).__name__}, not a string"
+            )
+        if not shown or fits(text):
+            return text
+        shown = shown[1:]  # the oldest attempt goes first
+
+
 @dataclass
 class Revision:
     chains: int | None = None  # independent chains run in parallel
@@ -137,17 +158,14 @@ class Revision:
 
     def revision_prompt(self, tracker: BudgetTracker, prompt: str, attempts: list[str]) -> str:
         """The prompt for a chain's next attempt: its last attempts, as many as fit the context."""
-        shown = attempts[-self.context_attempts :]
         context = getattr(tracker.generator, "context_length", None)
-        while True:
-            text = self.prompt_builder(prompt, shown)
-            if not isinstance(text, str):
-                raise ConfigError(
-                    f"strategy {self.name!r}: prompt_builder returned {type(text).__name__}, not a string"
-                )
-            if not shown or context is None or tracker.prompt_tokens(text) + self.max_new_tokens <= context:
-                return text
-            shown = shown[1:]  # the oldest attempt goes first
+
+        def fits(text: str) -> bool:
+            return context is None or tracker.prompt_tokens(text) + self.max_new_tokens <= context
+
+        return fitting_prompt(
+            prompt, attempts[-self.context_attempts :], fits, self.prompt_builder, self.name
+        )
 
     def run(
         self, prompt: str, generator: Generator, verifier: Verifier | None, budget: Budget, seed: int
