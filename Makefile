@@ -53,24 +53,25 @@ bench-compute-optimal: $(BIN)/ponder
 	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0
 
 # The 13x larger embedded policy (10.7M parameters) on the shipped policy's data and schedule:
-# bf16, about 65 min on 2 idle cores; resumable. Not shipped: the benchmarks below use it.
-LARGE := runs/large_v2/policy.safetensors
+# bf16, about 65 min on 2 idle cores, 2 min on one GPU (LARGE_DEVICE=cuda); resumable. Not shipped:
+# the benchmarks below use it.
+LARGE_DEVICE ?= cpu
+LARGE := runs/large_gpu/policy.safetensors
 $(LARGE): $(BIN)/ponder
-	$(BIN)/ponder train policy --out-dir runs/large_v2 --steps 3000 --stop-step 1800 \
+	$(BIN)/ponder train policy --out-dir runs/large_gpu --steps 3000 --stop-step 1800 \
 	  --d-model 384 --n-layer 6 --n-head 6 --lr 1e-3 --bf16 --length-buckets 4 --no-early-stop \
-	  --eval-every 300 --threads 2
+	  --eval-every 300 --threads 2 --device $(LARGE_DEVICE)
 large-policy: $(LARGE)
 
 # FLOPs-matched exchange rate (large greedy vs. small + compute-optimal) and the small -> large
-# cascade, on the larger policy (trained first when missing).
-CO_POLICY := runs/bench/compute_optimal-greedy-seed0/calibrate/policy.json
+# cascade, on the larger policy (trained first when missing). The compute-optimal policy is the
+# score+length calibration (about 13 min to calibrate when missing).
+CO_POLICY := runs/bench/compute_optimal-length-test1/calibrate/policy.json
 $(CO_POLICY): $(BIN)/ponder
-	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0 --dev-per-level 12 \
-	  --out runs/bench/compute_optimal-greedy-seed0 \
-	  --candidates "greedy;majority;best_of_n;weighted_best_of_n;beam_search:beam_width=4;dvts:branching=4" \
-	  --difficulty-features score
+	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0 --test-seed 1 \
+	  --out runs/bench/compute_optimal-length-test1
 bench-large: $(LARGE) $(CO_POLICY)
-	$(BIN)/python benchmarks/bench_exchange_rate.py --threads 2 \
-	  --large-weights $(LARGE) --policy-file $(CO_POLICY)
+	$(BIN)/python benchmarks/bench_exchange_rate.py --threads 1 \
+	  --large-weights $(LARGE) --policy-file $(CO_POLICY) --out runs/bench/exchange-checker
 	$(BIN)/python benchmarks/bench_cascade.py --threads 2 --n-per-level 30 --large-weights $(LARGE) \
 	  --large-strategy greedy --large-samples 1 --json runs/bench/cascade_large.json

@@ -177,7 +177,7 @@ def test_reviser_spec_without_installed_weights_is_a_clear_error(tmp_path, monke
     import ponder.training.weights as weights
 
     monkeypatch.setattr(weights, "reviser_path", lambda: tmp_path / "reviser.safetensors")
-    with pytest.raises(ConfigError, match="no reviser weights .* `ponder train reviser`"):
+    with pytest.raises(ConfigError, match=r"embedded\+reviser: no weights .* `ponder train reviser`"):
         load_generator("embedded+reviser")
 
 

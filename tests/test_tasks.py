@@ -394,6 +394,7 @@ def test_first_slip_judges_each_step_on_what_was_written():
 
 def test_expected_chars_follow_what_was_written():
     problem = parse_question("12+5-3")
+
     def shown(solution: str) -> str:
         return "".join("_" if c is None else c for c in expected_chars(problem, solution))
 
@@ -406,3 +407,36 @@ def test_expected_chars_follow_what_was_written():
     assert shown("21+5x=71\n71-30=41") == "21+50=__\n71-30=41"
     assert shown("21+50=71\n71-30=41\nA:41\n9") == "21+50=71\n71-30=41\nA:41\n_"
     assert len(expected_chars(problem, "21+5")) == 4
+
+
+@given(st.integers(1, 5), st.integers(0, 10_000))
+@settings(max_examples=60, deadline=None)
+def test_every_order_of_the_operations_reaches_the_answer(level, seed):
+    from ponder.tasks.arithmetic import shuffled_solution
+
+    problem = make_split("test", levels=[level], n_per_level=1, seed=seed % 7)[0]
+    text = shuffled_solution(problem, random.Random(seed))
+    assert extract_answer(text) == problem.answer
+    lines = text.split("\n")
+    assert len(lines) == len(problem.steps) + 1
+    # Each line is a true equation modulo the width, chained on the previous result, and the
+    # operations used are exactly the problem's, each once.
+    width, prev, used = problem.width, problem.steps[0].lhs, []
+    for line in lines[:-1]:
+        m = re.fullmatch(rf"(\d{{{width}}})([+-])(\d{{{width}}})=(\d{{{width}}})", line)
+        assert m, line
+        lhs, op, rhs, res = (int(m[1][::-1]), m[2], int(m[3][::-1]), int(m[4][::-1]))
+        assert lhs == prev and res == (lhs + rhs if op == "+" else lhs - rhs) % 10**width
+        used.append((op, rhs))
+        prev = res
+    assert sorted(used) == sorted((s.op, s.rhs) for s in problem.steps)
+
+
+def test_an_order_may_wrap_around_and_a_bad_order_is_named():
+    from ponder.tasks.arithmetic import solution_in_order
+
+    problem = parse_question("12+50-55")
+    assert solution_in_order(problem, [1, 0]).split("\n")[0] == "21-55=75"  # 12-55 wraps to 57
+    assert extract_answer(solution_in_order(problem, [1, 0])) == 7
+    with pytest.raises(ConfigError, match="not a permutation"):
+        solution_in_order(problem, [0, 0])

@@ -12,6 +12,7 @@ import torch
 from ponder.backends.base import Completion, SamplingParams
 from ponder.errors import ConfigError
 from ponder.tasks import check_steps, make_split
+from ponder.tasks.answers import is_correct
 from ponder.training.card import auroc
 from ponder.training.model import ModelConfig, TinyTransformer, load_model, rope_tables, save_model
 from ponder.training.prm_data import RolloutConfig, generate_labels, label_problems, read_labels
@@ -390,9 +391,7 @@ def test_length_buckets_give_the_same_gradient_as_one_padded_batch():
 
 
 def test_bf16_training_learns_and_stop_step_keeps_the_longer_schedule(tmp_path):
-    cfg = PolicyTrainConfig(
-        out_dir=str(tmp_path), steps=10, stop_step=4, bf16=True, length_buckets=2, **TINY
-    )
+    cfg = PolicyTrainConfig(out_dir=str(tmp_path), steps=10, stop_step=4, bf16=True, length_buckets=2, **TINY)
     meta = load_model(train_policy(cfg, log=_quiet))[1]
     assert meta["final_step"] == 4 and meta["stopped_early"] is False
     assert meta["train_config"]["steps"] == 10 and meta["train_config"]["bf16"] is True
@@ -418,3 +417,41 @@ def test_surprise_features_with_a_trainable_trunk_are_refused(tmp_path, tiny_pol
 def test_a_bad_stop_step_or_bucket_count_is_named(tmp_path, bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         train_policy(PolicyTrainConfig(out_dir=str(tmp_path), steps=3, **TINY, **bad), log=_quiet)
+
+
+def test_order_shuffle_trains_on_solutions_in_random_orders_and_off_leaves_the_stream_alone():
+    problem = make_split("train", levels=[4], n_per_level=1)[0]
+    plain = PolicyTrainConfig()
+    rng = random.Random(5)
+    assert training_example(problem, rng, plain, revision=False) == (problem.prompt, problem.solution)
+    # Off, no random draw is made: the shipped recipe's data stream is what it was.
+    assert rng.getstate() == random.Random(5).getstate()
+    shuffled = PolicyTrainConfig(order_shuffle=1.0)
+    targets = {training_example(problem, random.Random(s), shuffled, revision=False)[1] for s in range(30)}
+    assert len(targets) > 5
+    assert all(is_correct(problem, t) for t in targets)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"order_shuffle": 1.5}, "order_shuffle"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"device": "cuda"}, "no CUDA GPU"),
+    ],
+)
+def test_a_bad_order_share_or_device_is_named(tmp_path, monkeypatch, bad, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
+    with pytest.raises(ConfigError, match=message):
+        train_policy(PolicyTrainConfig(out_dir=str(tmp_path), steps=3, **TINY, **bad), log=_quiet)
+
+
+def test_the_device_is_free_to_change_between_resumes(tmp_path):
+    first = PolicyTrainConfig(out_dir=str(tmp_path), steps=6, stop_step=3, device="cpu", **TINY)
+    train_policy(first, log=_quiet)
+    ckpt = tmp_path / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=False)
+    state["config"]["device"] = "cuda"  # as a run started on a GPU writes it
+    torch.save(state, ckpt)
+    meta = load_model(train_policy(PolicyTrainConfig(out_dir=str(tmp_path), steps=6, **TINY), log=_quiet))[1]
+    assert meta["final_step"] == 6

@@ -61,6 +61,12 @@ def train_policy_cmd(
     ] = 1,
     eval_every: Annotated[int, typer.Option(min=1, help="steps between dev evaluations")] = 100,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default)")] = 0,
+    order_shuffle: Annotated[
+        float, typer.Option(help="share of solutions that apply the operations in a random order (0-1)")
+    ] = 0.0,
+    device: Annotated[
+        str, typer.Option(help="where the steps run: cpu or cuda (dev evaluations: CPU)")
+    ] = "cpu",
     resume: Annotated[bool, typer.Option(help="continue from the run directory's checkpoint")] = True,
 ) -> None:
     """Train the embedded policy on the built-in task's train split."""
@@ -80,6 +86,8 @@ def train_policy_cmd(
         length_buckets=length_buckets,
         eval_every=eval_every,
         threads=threads,
+        device=device,
+        order_shuffle=order_shuffle,
     )
     if not early_stop:
         cfg.stop_accuracy = cfg.cap_accuracy = None
@@ -231,11 +239,18 @@ def train_all_cmd(
     out_dir: Path = Path("runs/embedded"),
     seed: int = 0,
     install: Annotated[bool, typer.Option(help="copy the weights and model card into the package")] = False,
+    orders_policy: Annotated[
+        bool, typer.Option(help="also train the order-diverse policy (majority vote's; embedded+orders)")
+    ] = True,
+    device: Annotated[str, typer.Option(help="where the policies train: cpu or cuda")] = "cpu",
 ) -> None:
     """Retrain every embedded model from scratch (resumable), measure them, write the model card."""
     from ponder.training.recipe import RecipeConfig, run_recipe
 
-    run_recipe(RecipeConfig(out_dir=str(out_dir), seed=seed, install=install), log=console.print)
+    cfg = RecipeConfig(
+        out_dir=str(out_dir), seed=seed, install=install, orders_policy=orders_policy, device=device
+    )
+    run_recipe(cfg, log=console.print)
 
 
 @app.command()

@@ -1,8 +1,10 @@
 """Backend specs: one string names the generator a run uses.
 
 - ``embedded`` (or ``embedded:/path/policy.safetensors``): the shipped policy, the default;
-  ``embedded+reviser``: the policy fine-tuned to revise its own wrong attempts, when its weights
-  are installed (``ponder train reviser``; not shipped: see :mod:`ponder.training.train_reviser`).
+  ``embedded+reviser``: the policy fine-tuned to revise its own wrong attempts (shipped; ``ponder
+  train reviser`` makes it); ``embedded+orders``: a policy of the same size trained on solutions
+  that apply the operations in random orders, whose samples disagree where they slip (shipped;
+  ``ponder train policy --order-shuffle 1.0``): the one for majority vote.
 - ``openai://host:port/model``, ``openai+https://host/model``: any OpenAI-compatible server (vLLM,
   SGLang, llama.cpp's server, Ollama, a provider). The API root is ``/v1`` unless ``prefix=`` says
   otherwise; an empty model picks the only one the server serves. The API key comes from
@@ -31,6 +33,7 @@ DEFAULT_BACKEND = "embedded"
 SCHEMES = (
     "embedded",
     "embedded+reviser",
+    "embedded+orders",
     "openai://",
     "openai+http://",
     "openai+https://",
@@ -38,8 +41,8 @@ SCHEMES = (
     "gguf:",
 )
 USAGE = (
-    "embedded, embedded+reviser, openai://host:port/model, openai+https://host/model, hf:/model/dir "
-    "or gguf:/file.gguf"
+    "embedded, embedded+reviser, embedded+orders, openai://host:port/model, openai+https://host/model, "
+    "hf:/model/dir or gguf:/file.gguf"
 )
 
 
@@ -143,17 +146,8 @@ def load_generator(spec: str = DEFAULT_BACKEND, **options: Any) -> Generator:
     body, query = _split(spec)
     if body == "embedded" or body.startswith("embedded:"):
         return _embedded(body, query, options)
-    if body == "embedded+reviser":
-        _typed("embedded", {}, query, options)
-        from ponder.backends.embedded import DEFAULT_PREFIX_CACHE_MB, EmbeddedGenerator
-        from ponder.training.weights import reviser_path
-
-        if not reviser_path().is_file():
-            raise ConfigError(
-                f"embedded+reviser: no reviser weights at {reviser_path()}; train them with "
-                "`ponder train reviser` and pass them as embedded:PATH"
-            )
-        return EmbeddedGenerator.load(reviser_path(), prefix_cache_mb=DEFAULT_PREFIX_CACHE_MB)
+    if body in EMBEDDED_VARIANTS:
+        return _embedded_variant(body, query, options)
     if body.startswith(("openai://", "openai+http://", "openai+https://")):
         return _openai(body, query, options)
     if body.startswith("hf:"):
@@ -161,6 +155,27 @@ def load_generator(spec: str = DEFAULT_BACKEND, **options: Any) -> Generator:
     if body.startswith("gguf:"):
         return _gguf(body, query, options)
     raise ConfigError(f"unknown backend spec {spec!r}: use {USAGE}")
+
+
+# Named embedded policies besides the default: what to call, where the weights live, what makes them.
+EMBEDDED_VARIANTS = {
+    "embedded+reviser": ("reviser_path", "ponder train reviser"),
+    "embedded+orders": ("orders_policy_path", "ponder train policy --order-shuffle 1.0"),
+}
+
+
+def _embedded_variant(body: str, query: dict[str, str], options: dict[str, Any]) -> Generator:
+    _typed("embedded", {}, query, options)
+    from ponder.backends.embedded import DEFAULT_PREFIX_CACHE_MB, EmbeddedGenerator
+    from ponder.training import weights
+
+    path_of, command = EMBEDDED_VARIANTS[body]
+    path = getattr(weights, path_of)()
+    if not path.is_file():
+        raise ConfigError(
+            f"{body}: no weights at {path}; train them with `{command}` and pass them as embedded:PATH"
+        )
+    return EmbeddedGenerator.load(path, prefix_cache_mb=DEFAULT_PREFIX_CACHE_MB)
 
 
 def _embedded(body: str, query: dict[str, str], options: dict[str, Any]) -> Generator:

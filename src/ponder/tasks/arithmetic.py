@@ -105,6 +105,39 @@ class Problem:
         return STEP_DELIMITER.join(lines)
 
 
+def solution_in_order(problem: Problem, order: list[int] | tuple[int, ...]) -> str:
+    """A solution that applies the problem's operations in ``order`` (a permutation of their
+    indices), after the chain's first number.
+
+    Additions and subtractions commute modulo ``10**width``, which is what column arithmetic on
+    fixed-width numbers computes (a borrow out of the top column is dropped), so every order ends
+    at the same answer: ``84+72-31`` may also be solved ``84-31=53`` then ``53+72=26``. Running values
+    may wrap around (``12-50`` gives ``62`` at width 2). A policy trained on many orders reaches one
+    answer by many routes, and its slips land on different wrong answers: the diversity that
+    majority vote (self-consistency) needs.
+    """
+    if sorted(order) != list(range(len(problem.steps))):
+        raise ConfigError(f"order {list(order)} is not a permutation of 0..{len(problem.steps) - 1}")
+    modulus = 10**problem.width
+    value = problem.steps[0].lhs
+    lines = []
+    for i in order:
+        step = problem.steps[i]
+        result = (value + step.rhs if step.op == "+" else value - step.rhs) % modulus
+        lines.append(Step(value, step.op, step.rhs, result).render(problem.width))
+        value = result
+    assert value == problem.answer
+    lines.append(f"{ANSWER_PREFIX}{encode_number(value, problem.width)}")
+    return STEP_DELIMITER.join(lines)
+
+
+def shuffled_solution(problem: Problem, rng: random.Random) -> str:
+    """:func:`solution_in_order` with an order drawn uniformly at random."""
+    order = list(range(len(problem.steps)))
+    rng.shuffle(order)
+    return solution_in_order(problem, order)
+
+
 def encode_number(value: int, width: int) -> str:
     """``value`` zero-padded to ``width`` digits, least-significant digit first."""
     return f"{value:0{width}d}"[::-1]

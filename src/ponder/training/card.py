@@ -138,6 +138,32 @@ def measure(
     return m
 
 
+def measure_voting(
+    generator: EmbeddedGenerator, n_greedy_per_level: int = 200, n_sampled_per_level: int = 40, seed: int = 0
+) -> dict[str, dict[int, float]]:
+    """Greedy accuracy, one sample's accuracy, pass@16 and majority vote of 16 per level on the test
+    split, with the protocol of :func:`measure` (the same problems and seeds): for a policy that
+    is used without a verifier (the order-diverse one)."""
+    test = make_split("test", n_per_level=n_greedy_per_level, seed=seed)
+    out = {"greedy": per_level(test, [float(c) for c in greedy_correct(generator, test)])}
+    sampled = make_split("test", n_per_level=n_sampled_per_level, seed=seed)
+    rows: dict[str, list[float]] = {"sample_pass1": [], "pass_at_16": [], "majority_16": []}
+    with progress_bar("measure voting", len(sampled)) as (bar, task):
+        for i, problem in enumerate(sampled):
+            group = generator.generate(
+                [problem.prompt], SamplingParams(n=64, temperature=1.0, seed=seed + i)
+            )[0]
+            answers = [extract_answer(c.text) for c in group]
+            correct = [a == problem.answer for a in answers]
+            rows["sample_pass1"].append(sum(correct) / len(correct))
+            rows["pass_at_16"].append(float(any(correct[:16])))
+            votes = Counter(a for a in answers[:16] if a is not None)
+            rows["majority_16"].append(float(bool(votes) and votes.most_common(1)[0][0] == problem.answer))
+            bar.update(task, advance=1)
+    out.update({name: per_level(sampled, values) for name, values in rows.items()})
+    return out
+
+
 def _on_track(problem, solution: str, correct: bool, n_steps: int) -> list[bool]:
     """The truth for each of a solution's ``n_steps`` scored lines: a step is good while every step
     so far is right; the answer line (and anything after it) by whether the answer is right."""
@@ -207,8 +233,14 @@ def write_card(path: Path, metrics: CardMetrics, info: dict) -> None:
     level_lines = "\n".join(
         f"| {lv} | {s.n_ops} | 0..{s.max_value - 1} |" for lv, s in sorted(LEVELS.items())
     )
-    extra_rows = "\n".join(r for r in (_checker_model_row(info), _reviser_model_row(info)) if r)
-    extra_training = "\n".join(t for t in (_checker_training_text(info), _reviser_training_text(info)) if t)
+    extra_rows = "\n".join(
+        r for r in (_checker_model_row(info), _reviser_model_row(info), _orders_model_row(info)) if r
+    )
+    extra_training = "\n".join(
+        t
+        for t in (_checker_training_text(info), _reviser_training_text(info), _orders_training_text(info))
+        if t
+    )
     text = f"""# Embedded models of ponder
 
 Tiny transformers trained by ponder itself on its built-in chained-arithmetic task, shipped in
@@ -260,7 +292,7 @@ Greedy accuracy uses {metrics.n_greedy_per_level} problems per level; the sample
 {_row("best-of-16 by PRM (min step)", metrics.prm_min_best_of_16)}
 {_row("best-of-16 by ORM", metrics.orm_best_of_16)}
 {_checker_rows(metrics)}
-
+{_orders_rows(info)}
 Verifier quality (the truth for a step is the step checker: every step so far is right; for the
 answer line, the answer is right):
 - PRM step-level AUROC: **{metrics.prm_step_auroc:.3f}** overall; per level
@@ -295,6 +327,43 @@ def _reviser_training_text(info: dict) -> str:
         f" recipe), {info['reviser_steps']} steps of 64 at lr {info['reviser_lr']:g}:"
         f" {info['reviser_seconds'] / 60:.1f} min."
     )
+
+
+def _orders_model_row(info: dict) -> str:
+    if "orders_params" not in info:
+        return ""
+    return _model_row("order-diverse policy (`embedded+orders`)", "policy_orders.safetensors", info, "orders")
+
+
+def _orders_training_text(info: dict) -> str:
+    if "orders_params" not in info:
+        return ""
+    where = (
+        "" if info.get("orders_device", "cpu") == "cpu" else f" on a GPU (`--device {info['orders_device']}`)"
+    )
+    return (
+        "- Order-diverse policy: the policy's recipe and data, except that every reference solution"
+        " applies the operations in a random order (they commute modulo the level's width,"
+        " `ponder.tasks.arithmetic.solution_in_order`) and no early stop:"
+        f" `{info['orders_command']}`, {info['orders_steps']} steps of 64{where}:"
+        f" {info['orders_seconds'] / 60:.1f} min. Used without a verifier, for majority vote: its"
+        " samples reach the answer by many routes, so their slips scatter over many wrong answers."
+        " The step checker and the PRM learned the policy's in-order solutions and misjudge its"
+        " reordered steps."
+    )
+
+
+def _orders_rows(info: dict) -> str:
+    quality = info.get("orders_quality")
+    if not quality:
+        return ""
+    names = {
+        "greedy": "order-diverse policy greedy",
+        "sample_pass1": "order-diverse sample (pass@1, T=1)",
+        "pass_at_16": "order-diverse pass@16",
+        "majority_16": "order-diverse majority vote of 16",
+    }
+    return "\n".join(_row(title, quality[key]) for key, title in names.items() if key in quality) + "\n"
 
 
 def _checker_model_row(info: dict) -> str:

@@ -32,7 +32,7 @@ def save_checkpoint(path: Path, **state: object) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     try:
-        return torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=False, map_location="cpu")
     except Exception as exc:
         raise WeightsError(f"checkpoint {path} cannot be read ({exc}); delete it to start over") from exc
 

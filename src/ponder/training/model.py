@@ -92,7 +92,9 @@ class KVCache:
 
 def rope_tables(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of rotary embeddings for ``positions`` (batch, time) -> (batch, 1, time, head_dim/2)."""
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    inv_freq = 1.0 / (
+        10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+    )
     angles = positions.to(torch.float32)[..., None] * inv_freq
     return angles.cos()[:, None], angles.sin()[:, None]
 
@@ -221,7 +223,7 @@ class TinyTransformer(nn.Module):
         b, t = idx.shape
         if positions is None:
             start = cache.length if cache is not None else 0
-            positions = torch.arange(start, start + t).unsqueeze(0).expand(b, t)
+            positions = torch.arange(start, start + t, device=idx.device).unsqueeze(0).expand(b, t)
         if int(positions.max()) >= self.config.max_seq_len:
             raise ConfigError(
                 f"sequence position {int(positions.max())} is past the model's context of "

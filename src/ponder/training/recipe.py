@@ -1,5 +1,6 @@
 """The whole embedded-model recipe, one resumable command: policy -> rollout labels -> verifier ->
-step checker -> reviser -> measurement and model card -> (optionally) install into the package.
+step checker -> reviser -> order-diverse policy -> measurement and model card -> (optionally)
+install into the package.
 
 Each stage resumes from its own checkpoints, and a finished stage is skipped, so rerunning the
 command after an interruption continues where it stopped. Stage wall times are kept in
@@ -37,6 +38,11 @@ class RecipeConfig:
     checker_steps: int = CheckerTrainConfig.steps
     # The reviser: a policy copy fine-tuned on the same samples, its wrong ones shown in context.
     reviser_steps: int = ReviserTrainConfig.steps
+    # The order-diverse policy (majority vote's): the policy's recipe on solutions in random orders,
+    # trained all its steps (the policy's early stop comes long before it learns the longer chains).
+    orders_policy: bool = True
+    # Where the two policies train ("cpu" or "cuda"); everything else runs on the CPU.
+    device: str = "cpu"
     card_greedy_per_level: int = 200
     card_sampled_per_level: int = 40
     install: bool = False
@@ -61,7 +67,7 @@ def _last_stop_reason(history: list[dict], cfg: PolicyTrainConfig) -> str | None
 
 def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     from ponder.backends.embedded import EmbeddedGenerator
-    from ponder.training.card import measure, write_card
+    from ponder.training.card import measure, measure_voting, write_card
     from ponder.training.model import load_model
     from ponder.training.prm_data import generate_labels
     from ponder.training.train_checker import train_checker
@@ -75,7 +81,18 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     state_file = root / "recipe.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    policy_cfg = PolicyTrainConfig(out_dir=str(root / "policy"), steps=cfg.policy_steps, seed=cfg.seed)
+    policy_cfg = PolicyTrainConfig(
+        out_dir=str(root / "policy"), steps=cfg.policy_steps, seed=cfg.seed, device=cfg.device
+    )
+    orders_cfg = PolicyTrainConfig(
+        out_dir=str(root / "orders"),
+        steps=cfg.policy_steps,
+        seed=cfg.seed,
+        device=cfg.device,
+        order_shuffle=1.0,
+        stop_accuracy=None,
+        cap_accuracy=None,
+    )
     rollout_cfg = RolloutConfig(
         out_file=str(root / "verifier" / "labels.jsonl"), n_problems=cfg.rollout_problems, seed=cfg.seed
     )
@@ -111,6 +128,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     reviser_file = root / "reviser" / "reviser.safetensors"
     verifier_file = root / "verifier" / "verifier.safetensors"
     checker_file = root / "checker" / "checker.safetensors"
+    orders_file = root / "orders" / "policy_orders.safetensors"
 
     _stage(state, state_file, "policy", lambda: train_policy(policy_cfg, log=log), log)
     _stage(
@@ -130,6 +148,14 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     )
     _stage(state, state_file, "checker", lambda: train_checker(checker_cfg, log=log), log)
     _stage(state, state_file, "reviser", lambda: train_reviser(reviser_cfg, log=log), log)
+
+    def orders() -> None:
+        trained = train_policy(orders_cfg, log=log)
+        if trained is not None:
+            shutil.copy2(trained, orders_file)
+
+    if cfg.orders_policy:
+        _stage(state, state_file, "orders", orders, log)
 
     def card() -> None:
         generator = EmbeddedGenerator.load(policy_file)
@@ -189,6 +215,22 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
             "policy_stop_reason": _last_stop_reason(policy_meta.get("history", []), policy_cfg),
             "python": sys.version.split()[0],
         }
+        if cfg.orders_policy:
+            orders_generator = EmbeddedGenerator.load(orders_file)
+            oc = orders_generator.model.config
+            _, orders_meta = load_model(orders_file)
+            info |= {
+                "orders_params": orders_generator.num_params,
+                "orders_shape": f"{oc.n_layer} x {oc.d_model} x {oc.n_head}",
+                "orders_bytes": orders_file.stat().st_size,
+                "orders_steps": orders_cfg.steps,
+                "orders_device": orders_cfg.device,
+                "orders_command": "ponder train policy --order-shuffle 1.0 --no-early-stop",
+                "orders_seconds": orders_meta.get("train_seconds", state["orders"]["seconds"]),
+                "orders_quality": measure_voting(
+                    orders_generator, cfg.card_greedy_per_level, cfg.card_sampled_per_level, cfg.seed
+                ),
+            }
         info["total_seconds"] = sum(
             info[k]
             for k in (
@@ -198,6 +240,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
                 "checker_sample_seconds",
                 "checker_seconds",
                 "reviser_seconds",
+                *(("orders_seconds",) if cfg.orders_policy else ()),
             )
         )
         write_card(root / "MODEL_CARD.md", metrics, info)
@@ -207,7 +250,9 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
     if cfg.install:
         from ponder.training.weights import WEIGHTS_DIR
 
-        models = (policy_file, verifier_file, checker_file, reviser_file)
+        models = (policy_file, verifier_file, checker_file, reviser_file) + (
+            (orders_file,) if cfg.orders_policy else ()
+        )
         files = (*models, root / "MODEL_CARD.md", root / "card.json")
         for f in files:
             shutil.copy2(f, WEIGHTS_DIR / f.name)

@@ -7,6 +7,7 @@ depends only on ``(seed, s)``, which makes a resumed run identical to an uninter
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from ponder.tasks.arithmetic import (
     corrupt_solution,
     draw_problem,
     revision_prompt,
+    shuffled_solution,
     split_of,
 )
 from ponder.training.checkpoint import cosine_lr, eta_line, load_checkpoint, progress_bar, save_checkpoint
@@ -50,6 +52,9 @@ class PolicyTrainConfig:
     # disables it: with 5, a 3000-step run learned far more slowly (dev L1 0.15 at step 1800).
     revision_every: int = 0
     max_attempts: int = 2
+    # Share of training solutions that apply the operations in a random order (see
+    # ``solution_in_order``): 0 (the shipped policy) always follows the question's order.
+    order_shuffle: float = 0.0
     eval_every: int = 100
     eval_from: int = 1200  # before this step, evaluate only every 5 x eval_every
     # Early stop at the first evaluation where dev greedy accuracy on ``stop_level`` reaches
@@ -74,6 +79,9 @@ class PolicyTrainConfig:
     # Split each batch, sorted by length, into this many micro-batches with their own padding
     # and accumulate gradients: the same gradient as one batch, with far fewer padded tokens.
     length_buckets: int = 1
+    # Where the steps run ("cpu", "cuda", "cuda:1", ...). The data stream and the schedule do not
+    # depend on it, so a run may resume on another device; dev evaluations run on the CPU.
+    device: str = "cpu"
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -106,6 +114,9 @@ def training_example(
     if revision:
         attempts = [corrupt_solution(problem, rng) for _ in range(rng.randint(1, cfg.max_attempts))]
         return revision_prompt(problem.prompt, attempts), problem.solution
+    # The draw happens only when shuffling is on, so the default recipe's data stream is unchanged.
+    if cfg.order_shuffle > 0 and rng.random() < cfg.order_shuffle:
+        return problem.prompt, shuffled_solution(problem, rng)
     return problem.prompt, problem.solution
 
 
@@ -151,16 +162,37 @@ def accumulate_lm_loss(
     parts = [order[i : i + size] for i in range(0, len(order), size)]
     encoded = [encode_batch(tok, [a for a, _ in part], [b for _, b in part]) for part in parts]
     n_target = sum(int((y != -100).sum()) for _, y, _ in encoded)
+    device = next(model.parameters()).device
     total = 0.0
     for x, y, _ in encoded:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum"
-        ) / n_target
+        loss = (
+            F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]),
+                y.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            / n_target
+        )
         loss.backward()
         total += loss.item()
     return total
+
+
+def training_device(name: str) -> torch.device:
+    """The torch device called ``name``, refused with a clear error when this machine lacks it."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"unknown device {name!r} (try 'cpu' or 'cuda')") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA GPU on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r}: training runs on 'cpu' or 'cuda'")
+    return device
 
 
 def make_optimizer(model: TinyTransformer, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -196,21 +228,34 @@ def train_policy(
         raise ConfigError(f"stop_step must be >= 1, got {cfg.stop_step}")
     if cfg.length_buckets < 1:
         raise ConfigError(f"length_buckets must be >= 1, got {cfg.length_buckets}")
+    if not 0.0 <= cfg.order_shuffle <= 1.0:
+        raise ConfigError(f"order_shuffle must be within [0, 1], got {cfg.order_shuffle}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = training_device(cfg.device)
     out = Path(cfg.out_dir)
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
     tok = CharTokenizer()
-    model = TinyTransformer(cfg.model_config())
+    model = TinyTransformer(cfg.model_config()).to(device)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     step, elapsed, history, stopped_early = 0, 0.0, [], False
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         # Where the run lives and when it stops may change between runs; what it learns may not.
         free = {
-            "out_dir", "stop_level", "stop_accuracy", "cap_level", "cap_accuracy",
-            "eval_every", "eval_from", "eval_per_level", "threads", "stop_step", "length_buckets",
+            "out_dir",
+            "stop_level",
+            "stop_accuracy",
+            "cap_level",
+            "cap_accuracy",
+            "eval_every",
+            "eval_from",
+            "eval_per_level",
+            "threads",
+            "stop_step",
+            "length_buckets",
+            "device",
         }
         # A key the checkpoint lacks predates that option: the run had its default behaviour.
         saved = asdict(PolicyTrainConfig()) | state["config"]
@@ -233,8 +278,10 @@ def train_policy(
     dev = make_split("dev", n_per_level=cfg.eval_per_level, seed=cfg.seed)
 
     def evaluate() -> dict[int, float]:
-        model.eval()
-        acc = per_level(dev, [float(c) for c in greedy_correct(EmbeddedGenerator(model, tok), dev)])
+        # The embedded generator decodes on the CPU; a copy leaves the training model in place.
+        judged = model if device.type == "cpu" else copy.deepcopy(model).cpu()
+        judged.eval()
+        acc = per_level(dev, [float(c) for c in greedy_correct(EmbeddedGenerator(judged, tok), dev)])
         model.train()
         return acc
 
@@ -291,7 +338,7 @@ def train_policy(
         return None
     final = out / "policy.safetensors"
     save_model(
-        model,
+        model.cpu(),
         final,
         metadata={
             "train_config": asdict(cfg),

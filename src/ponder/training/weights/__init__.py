@@ -24,3 +24,9 @@ def checker_path() -> Path:
 def reviser_path() -> Path:
     """The policy fine-tuned to revise its own wrong attempts (backend spec ``embedded+reviser``)."""
     return WEIGHTS_DIR / "reviser.safetensors"
+
+
+def orders_policy_path() -> Path:
+    """A policy trained on solutions that apply the operations in random orders (backend spec
+    ``embedded+orders``): its samples reach an answer by many routes, which majority vote needs."""
+    return WEIGHTS_DIR / "policy_orders.safetensors"
