@@ -188,3 +188,55 @@ def test_best_of_n_by_the_shipped_checker_beats_greedy_on_hard_levels():
         greedy_right += is_correct(p, g[0].text)
         picked_right += is_correct(p, texts[best])
     assert picked_right >= greedy_right + 4
+
+
+def test_any_order_targets_accept_every_order_and_correct_a_miscopied_operand():
+    import random
+
+    from ponder.tasks.answers import check_steps, first_slip
+    from ponder.tasks.arithmetic import solution_in_order
+
+    tok = CharTokenizer()
+    problem = make_split("train", levels=[4], n_per_level=1)[0]
+    reordered = solution_in_order(problem, [4, 2, 0, 3, 1])
+    # In the question's order the reordered solution slips at its first operation; in any order it
+    # is right everywhere, and its targets are the characters written.
+    assert first_slip(problem, reordered) is not None
+    assert first_slip(problem, reordered, any_order=True) is None
+    assert all(check_steps(problem, reordered, any_order=True))
+    ids, targets = corrected_example(_record(problem, reordered), tok, any_order=True)
+    start = len(tok.encode(problem.prompt, bos=True))
+    assert targets[start - 1 : -1] == tok.encode(reordered) and targets[-1] == tok.eos_id
+    # A right operand miscopied in step 2 (after its first digit, which picks the operation) is
+    # corrected to that operation's digit, and the step is wrong.
+    w = problem.width
+    at = reordered.index("\n") + 1 + w + 2
+    slipped = _with_slip(reordered, at)
+    assert first_slip(problem, slipped, any_order=True) == at
+    assert expected_chars(problem, slipped, any_order=True)[at] == reordered[at]
+    assert check_steps(problem, slipped, any_order=True)[1] is False
+    # Random orders are all right.
+    rng = random.Random(0)
+    for _ in range(20):
+        order = list(range(len(problem.steps)))
+        rng.shuffle(order)
+        assert first_slip(problem, solution_in_order(problem, order), any_order=True) is None
+
+
+def test_an_any_order_checker_scores_tokens_relative_to_the_likeliest(tmp_path, tiny_policy_file):
+    model, _ = load_model(tiny_policy_file)
+    plain, relative = CheckerLMVerifier(model), CheckerLMVerifier(model, relative_to_best=True)
+    problem = make_split("test", levels=[2], n_per_level=1)[0]
+    a = plain.score([problem.prompt], [problem.solution])[0]
+    b = relative.score([problem.prompt], [problem.solution])[0]
+    assert all(y >= x for x, y in zip(a.step_scores, b.step_scores)) and b.outcome > a.outcome
+    # Text made of the likeliest token at every position loses nothing.
+    greedy = EmbeddedGenerator(model).generate(
+        [problem.prompt], SamplingParams(n=1, temperature=0.0, max_new_tokens=30)
+    )[0][0]
+    assert relative.score([problem.prompt], [greedy.text])[0].outcome == pytest.approx(1.0, abs=1e-5)
+    # Weights trained with any_order say so in their metadata, and load scoring that way.
+    path = tmp_path / "checker.safetensors"
+    save_model(model, path, metadata={"train_config": {"any_order": True}})
+    assert load_verifier(f"embedded:{path}").relative_to_best is True
+    assert load_verifier(f"embedded:{tiny_policy_file}").relative_to_best is False

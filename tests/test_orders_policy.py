@@ -44,3 +44,12 @@ def test_a_missing_weights_file_names_the_command_that_makes_it(monkeypatch, tmp
     monkeypatch.setattr(weights, "orders_policy_path", lambda: tmp_path / "policy_orders.safetensors")
     with pytest.raises(ConfigError, match="order-shuffle 1.0"):
         load_generator("embedded+orders")
+
+
+def test_the_orders_checker_spec_without_weights_names_the_command(monkeypatch, tmp_path):
+    from ponder.errors import ConfigError
+    from ponder.verifiers.spec import load_verifier
+
+    monkeypatch.setattr(weights, "orders_checker_path", lambda: tmp_path / "checker_orders.safetensors")
+    with pytest.raises(ConfigError, match="train checker --any-order"):
+        load_verifier("embedded+orders")

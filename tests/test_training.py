@@ -455,3 +455,22 @@ def test_the_device_is_free_to_change_between_resumes(tmp_path):
     torch.save(state, ckpt)
     meta = load_model(train_policy(PolicyTrainConfig(out_dir=str(tmp_path), steps=6, **TINY), log=_quiet))[1]
     assert meta["final_step"] == 6
+
+
+def test_checked_labels_in_any_order_accept_a_reordered_right_solution():
+    from ponder.tasks.arithmetic import solution_in_order
+
+    problem = make_split("train", levels=[4], n_per_level=1)[0]
+    reordered = solution_in_order(problem, list(reversed(range(len(problem.steps)))))
+
+    class Reordering(ScriptedPolicy):
+        def generate(self, prompts, params):
+            return [[Completion(reordered, [0], [0.0], "eos", 1)] * params.n for _ in prompts]
+
+    in_order = label_problems(
+        Reordering(problem), [problem], RolloutConfig(samples_per_problem=1, label="checked"), 0
+    )
+    any_order = RolloutConfig(samples_per_problem=1, label="checked", any_order=True)
+    labelled = label_problems(Reordering(problem), [problem], any_order, 0)
+    assert labelled[0]["step_labels"] == [1.0] * len(labelled[0]["steps"])
+    assert in_order[0]["step_labels"][0] == 0.0 and in_order[0]["outcome"] == 1.0

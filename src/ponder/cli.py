@@ -112,6 +112,9 @@ def train_rollouts_cmd(
             "(the task's step checker annotates each step; no rollouts)"
         ),
     ] = "hard",
+    any_order: Annotated[
+        bool, typer.Option(help="checked labels: the operations may come in any order (embedded+orders)")
+    ] = False,
     seed: int = 0,
 ) -> None:
     """Label the policy's own sampled steps by Monte-Carlo rollouts (resumable)."""
@@ -124,6 +127,7 @@ def train_rollouts_cmd(
         samples_per_problem=samples_per_problem,
         rollouts_per_step=rollouts_per_step,
         label=label,
+        any_order=any_order,
         seed=seed,
     )
     generate_labels(EmbeddedGenerator.load(policy), cfg, log=console.print)
@@ -179,6 +183,10 @@ def train_checker_cmd(
     lr: float = 3e-4,
     seed: int = 0,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default)")] = 0,
+    any_order: Annotated[
+        bool, typer.Option(help="the policy may apply the operations in any order (embedded+orders)")
+    ] = False,
+    device: Annotated[str, typer.Option(help="where the steps run: cpu or cuda")] = "cpu",
     resume: bool = True,
 ) -> None:
     """Train the step checker (the default verifier) on the policy's samples, slips corrected."""
@@ -192,6 +200,8 @@ def train_checker_cmd(
         lr=lr,
         seed=seed,
         threads=threads,
+        any_order=any_order,
+        device=device,
     )
     path = train_checker(cfg, resume=resume, log=console.print)
     console.print(f"checker weights: {path}")

@@ -54,7 +54,8 @@ def resume_fine_tune(
 
 
 def _without_threads(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "threads"}
+    # Where and on how many threads a run computes does not change what it learns.
+    return {k: v for k, v in config.items() if k not in ("threads", "device")}
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int, floor_frac: float = 0.1) -> float:

@@ -44,6 +44,8 @@ class RolloutConfig:
     # "hard": any rollout wins; "soft": fraction of rollouts that win; "checked": the task's step
     # checker annotates each step (as human annotators do for PRM800K), with no rollouts.
     label: str = "hard"
+    # "checked" labels for a policy that may apply the operations in any order (embedded+orders).
+    any_order: bool = False
 
     def __post_init__(self) -> None:
         if self.label not in LABEL_KINDS:
@@ -87,7 +89,7 @@ def label_problems(
             }
             if cfg.label == "checked":
                 # "Still on track" after step i: every equation so far is the right one.
-                verdicts = check_steps(problem, completion.text)
+                verdicts = check_steps(problem, completion.text, cfg.any_order)
                 on_track = [all(verdicts[: i + 1]) for i in range(len(verdicts))]
                 for i, step in enumerate(steps):
                     last = step.startswith(ANSWER_PREFIX) or i == len(steps) - 1

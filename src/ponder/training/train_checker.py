@@ -36,7 +36,7 @@ from ponder.training.checkpoint import cosine_lr, progress_bar, resume_fine_tune
 from ponder.training.model import TinyTransformer, load_model, save_model
 from ponder.training.prm_data import read_labels
 from ponder.training.tokenizer import CharTokenizer
-from ponder.training.train_policy import lm_loss, make_optimizer
+from ponder.training.train_policy import lm_loss, make_optimizer, training_device
 
 
 @dataclass
@@ -52,6 +52,11 @@ class CheckerTrainConfig:
     seed: int = 0
     ckpt_every: int = 100
     threads: int = 0
+    # The policy may apply the operations in any order (embedded+orders): any unused operation is
+    # a right next step (``expected_chars(any_order=True)``).
+    any_order: bool = False
+    # Where the steps run ("cpu" or "cuda"); free to change between resumes.
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "ckpt_every"):
@@ -70,14 +75,16 @@ def sample_problem(record: dict) -> Problem:
     return problem
 
 
-def corrected_example(record: dict, tok: CharTokenizer) -> tuple[list[int], list[int]]:
+def corrected_example(
+    record: dict, tok: CharTokenizer, any_order: bool = False
+) -> tuple[list[int], list[int]]:
     """``(input ids, target ids)`` of one sample: ``[bos] prompt solution`` in; out, at each
     position, the corrected next character (-100 where no rule applies), and end of text after a
     complete answer line."""
     prompt_ids = tok.encode(record["prompt"], bos=True)
     solution = record["solution"]
     problem = sample_problem(record)
-    expected = expected_chars(problem, solution)
+    expected = expected_chars(problem, solution, any_order)
     targets = [-100] * (len(prompt_ids) - 1)
     targets += [tok.token_of(c) if c is not None else -100 for c in expected]
     last_line = solution.split(STEP_DELIMITER)[-1]
@@ -96,7 +103,8 @@ def checker_loss(
     for i, (ids, targets) in enumerate(batch):
         x[i, : len(ids)] = torch.tensor(ids)
         y[i, : len(targets)] = torch.tensor(targets)
-    return lm_loss(model, x, y)
+    device = next(model.parameters()).device
+    return lm_loss(model, x.to(device), y.to(device))
 
 
 def train_checker(cfg: CheckerTrainConfig, resume: bool = True, log=print) -> Path:
@@ -120,10 +128,11 @@ def train_checker(cfg: CheckerTrainConfig, resume: bool = True, log=print) -> Pa
             raise ConfigError(
                 f"{cfg.samples}: sample {i} has no {', '.join(missing)} (not a sampled-solutions file)"
             )
-        data.append(corrected_example(record, tok))
+        data.append(corrected_example(record, tok, cfg.any_order))
     model, _ = load_model(cfg.init_from)
     if model.config.head != "lm":
         raise ConfigError(f"checker: {cfg.init_from} is not a policy (language model) checkpoint")
+    model.to(training_device(cfg.device))
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     step, elapsed = (
         resume_fine_tune(ckpt_path, asdict(cfg), model, opt, "checker", log) if resume else (0, 0.0)
@@ -157,7 +166,7 @@ def train_checker(cfg: CheckerTrainConfig, resume: bool = True, log=print) -> Pa
                 log(f"checker step {step}/{cfg.steps}: loss {loss.item():.4f}")
     final = out / "checker.safetensors"
     save_model(
-        model.eval(),
+        model.eval().cpu(),
         final,
         metadata={"train_config": asdict(cfg), "train_seconds": round(elapsed, 1), "samples": len(data)},
     )

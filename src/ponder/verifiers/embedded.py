@@ -105,5 +105,9 @@ def load_embedded_verifier(path: str | Path | None = None) -> Verifier:
         from ponder.training.weights import checker_path
 
         return CheckerLMVerifier.load(checker_path())
-    model, _ = load_model(path)
-    return EmbeddedVerifier(model) if model.config.head == "reward" else CheckerLMVerifier(model.eval())
+    model, meta = load_model(path)
+    return (
+        EmbeddedVerifier(model)
+        if model.config.head == "reward"
+        else CheckerLMVerifier.from_model(model, meta)
+    )

@@ -24,6 +24,10 @@ from ponder.verifiers.embedded import encode_for_scoring
 class PolicyLikelihoodVerifier:
     """Scores solutions by the embedded policy's own token probabilities (teacher-forced)."""
 
+    # Score a token by its probability relative to the likeliest one at that position, so that a
+    # choice among several right tokens (which operation comes next, in any order) costs nothing.
+    relative_to_best = False
+
     def __init__(self, model: TinyTransformer, tokenizer: CharTokenizer | None = None, batch_size: int = 64):
         if model.config.head != "lm":
             raise ConfigError("PolicyLikelihoodVerifier needs a policy model (head='lm')")
@@ -66,7 +70,11 @@ class PolicyLikelihoodVerifier:
                     continue
                 # Token t is predicted at position t - 1.
                 targets = torch.tensor(ids[start:], dtype=torch.long)
-                token_lp = logp[i, torch.arange(start - 1, len(ids) - 1), targets].tolist()
+                rows = logp[i, torch.arange(start - 1, len(ids) - 1)]
+                token_lp = rows.gather(1, targets[:, None]).squeeze(1)
+                if self.relative_to_best:
+                    token_lp = token_lp - rows.max(dim=-1).values
+                token_lp = token_lp.tolist()
                 steps, outcome = self._reduce(token_lp, [end - start for end in ends])
                 out.append(VerifierScore(step_scores=steps, outcome=outcome, tokens=len(ids)))
         return out
@@ -91,18 +99,35 @@ class CheckerLMVerifier(PolicyLikelihoodVerifier):
     The outcome is the same over the whole solution. Unlike the policy judging itself, the
     checker was trained on the policy's own samples with every slip corrected, so it does not
     share the policy's confident mistakes.
+
+    A checker trained with ``any_order`` (for a policy that applies the operations in any order)
+    has several right next characters where a step picks its operation; it scores each token
+    relative to the likeliest one there (``relative_to_best``), so that only a slip costs.
     """
 
-    def __init__(self, model: TinyTransformer, tokenizer: CharTokenizer | None = None, batch_size: int = 64):
+    def __init__(
+        self,
+        model: TinyTransformer,
+        tokenizer: CharTokenizer | None = None,
+        batch_size: int = 64,
+        relative_to_best: bool = False,
+    ):
         super().__init__(model, tokenizer, batch_size)
         self.name = "embedded-checker"
+        self.relative_to_best = relative_to_best
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> CheckerLMVerifier:
         from ponder.training.weights import checker_path
 
-        model, _ = load_model(path or checker_path())
-        return cls(model.eval())
+        model, meta = load_model(path or checker_path())
+        return cls.from_model(model, meta)
+
+    @classmethod
+    def from_model(cls, model: TinyTransformer, meta: dict) -> CheckerLMVerifier:
+        """The checker for a loaded model and its saved metadata (which says if it is any-order)."""
+        any_order = bool(meta.get("train_config", {}).get("any_order", False))
+        return cls(model.eval(), relative_to_best=any_order)
 
     def _reduce(self, token_lp: list[float], ends: list[int]) -> tuple[list[float], float]:
         steps, lowest, first = [], 0.0, 0

@@ -1,6 +1,8 @@
 """Verifier specs: one string names the verifier a run uses.
 
-- ``embedded`` (or ``embedded:/path/verifier.safetensors``): the shipped PRM + ORM, the default.
+- ``embedded`` (or ``embedded:/path/verifier.safetensors``): the shipped step checker, the default;
+  ``embedded+prm``: the shipped PRM + ORM; ``embedded+orders``: the step checker of the
+  order-diverse policy (backend ``embedded+orders``), which accepts the operations in any order.
 - ``hf-prm:/dir``: a Hugging Face process reward model in a local directory, its step format told
   apart from its config and tokenizer (sequence classifier -> ORM; token classifier with an
   ``<extra_0>`` token -> Qwen2.5-Math-PRM style; causal LM with a ``ки`` tag token ->
@@ -59,8 +61,8 @@ KINDS = (
     "code-tests",
 )
 USAGE = (
-    "embedded, embedded+prm, embedded:/weights.safetensors, hf-prm:/dir, hf-prm+shepherd:/dir, "
-    "hf-prm+qwen:/dir, hf-prm+rlhflow:/dir, hf-orm:/dir, "
+    "embedded, embedded+prm, embedded+orders, embedded:/weights.safetensors, hf-prm:/dir, "
+    "hf-prm+shepherd:/dir, hf-prm+qwen:/dir, hf-prm+rlhflow:/dir, hf-orm:/dir, "
     "vllm-reward://host:port/model, judge:<backend spec>, hf-judge:/dir, answer-check[:REFERENCE], "
     "checker:module:function or code-tests:/path/tests.py"
 )
@@ -151,7 +153,7 @@ def check_spec(spec: str) -> None:
 
 
 _VARIANTS: dict[str, tuple[str, ...]] = {
-    "embedded": ("prm",),
+    "embedded": ("prm", "orders"),
     "hf-prm": ("shepherd", "qwen", "rlhflow", "orm"),
     "hf-judge": ("steps", "outcome"),
     "judge": ("steps", "outcome"),
@@ -188,11 +190,20 @@ def _embedded(variant: str | None, target: str, options: dict[str, Any]) -> Veri
     if not target:
         if variant == "prm":  # the reward model trained on rollout labels
             return EmbeddedVerifier.load()
+        if variant == "orders":
+            from ponder.training.weights import orders_checker_path
+
+            if not orders_checker_path().is_file():
+                raise ConfigError(
+                    f"embedded+orders: no checker weights at {orders_checker_path()}; train them with "
+                    "`ponder train checker --any-order` and pass them as embedded:PATH"
+                )
+            return load_embedded_verifier(orders_checker_path())
         from ponder.api import default_models
 
         return default_models()[1]
     if variant is not None:
-        raise ConfigError("embedded: give either +prm (the shipped PRM) or a weights path, not both")
+        raise ConfigError("embedded: give either a +variant (+prm, +orders) or a weights path, not both")
     path = Path(target).expanduser()
     if not path.is_file():
         raise ConfigError(f"embedded verifier: no verifier weights at {path}")

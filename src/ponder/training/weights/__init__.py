@@ -30,3 +30,8 @@ def orders_policy_path() -> Path:
     """A policy trained on solutions that apply the operations in random orders (backend spec
     ``embedded+orders``): its samples reach an answer by many routes, which majority vote needs."""
     return WEIGHTS_DIR / "policy_orders.safetensors"
+
+
+def orders_checker_path() -> Path:
+    """The step checker of the order-diverse policy (verifier spec ``embedded+orders``)."""
+    return WEIGHTS_DIR / "checker_orders.safetensors"
