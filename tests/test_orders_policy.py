@@ -53,3 +53,25 @@ def test_the_orders_checker_spec_without_weights_names_the_command(monkeypatch, 
     monkeypatch.setattr(weights, "orders_checker_path", lambda: tmp_path / "checker_orders.safetensors")
     with pytest.raises(ConfigError, match="train checker --any-order"):
         load_verifier("embedded+orders")
+
+
+def test_beam_search_against_its_checker_solves_level_5_where_greedy_does_not(orders_policy):
+    from ponder.verifiers.spec import load_verifier
+
+    checker = load_verifier("embedded+orders")
+    assert checker.relative_to_best is True  # its weights say they were trained any-order
+    problems = make_split("test", levels=[5], n_per_level=16, seed=0)
+    greedy = sum(greedy_correct(orders_policy, problems))
+    beam = sum(
+        ponder.solve(
+            p.question,
+            strategy="beam_search",
+            samples=16,
+            backend=orders_policy,
+            verifier=checker,
+            beam_width=4,
+        ).answer
+        == p.answer
+        for p in problems
+    )
+    assert beam >= greedy + 5

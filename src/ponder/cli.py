@@ -252,7 +252,7 @@ def train_all_cmd(
     orders_policy: Annotated[
         bool, typer.Option(help="also train the order-diverse policy (majority vote's; embedded+orders)")
     ] = True,
-    device: Annotated[str, typer.Option(help="where the policies train: cpu or cuda")] = "cpu",
+    device: Annotated[str, typer.Option(help="where the policies and checkers train: cpu or cuda")] = "cpu",
 ) -> None:
     """Retrain every embedded model from scratch (resumable), measure them, write the model card."""
     from ponder.training.recipe import RecipeConfig, run_recipe

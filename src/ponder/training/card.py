@@ -234,7 +234,14 @@ def write_card(path: Path, metrics: CardMetrics, info: dict) -> None:
         f"| {lv} | {s.n_ops} | 0..{s.max_value - 1} |" for lv, s in sorted(LEVELS.items())
     )
     extra_rows = "\n".join(
-        r for r in (_checker_model_row(info), _reviser_model_row(info), _orders_model_row(info)) if r
+        r
+        for r in (
+            _checker_model_row(info),
+            _reviser_model_row(info),
+            _orders_model_row(info),
+            _orders_checker_row(info),
+        )
+        if r
     )
     extra_training = "\n".join(
         t
@@ -335,21 +342,49 @@ def _orders_model_row(info: dict) -> str:
     return _model_row("order-diverse policy (`embedded+orders`)", "policy_orders.safetensors", info, "orders")
 
 
+def _orders_checker_row(info: dict) -> str:
+    if "orders_checker_steps" not in info:
+        return ""
+    return _model_row(
+        "order-diverse step checker (verifier `embedded+orders`)",
+        "checker_orders.safetensors",
+        info,
+        "orders",
+    )
+
+
 def _orders_training_text(info: dict) -> str:
     if "orders_params" not in info:
         return ""
-    where = (
-        "" if info.get("orders_device", "cpu") == "cpu" else f" on a GPU (`--device {info['orders_device']}`)"
-    )
+    where = _on_gpu(info.get("orders_device", "cpu"))
     return (
         "- Order-diverse policy: the policy's recipe and data, except that every reference solution"
         " applies the operations in a random order (they commute modulo the level's width,"
         " `ponder.tasks.arithmetic.solution_in_order`) and no early stop:"
         f" `{info['orders_command']}`, {info['orders_steps']} steps of 64{where}:"
-        f" {info['orders_seconds'] / 60:.1f} min. Used without a verifier, for majority vote: its"
-        " samples reach the answer by many routes, so their slips scatter over many wrong answers."
-        " The step checker and the PRM learned the policy's in-order solutions and misjudge its"
-        " reordered steps."
+        f" {info['orders_seconds'] / 60:.1f} min. Its samples reach the answer by many routes, so their"
+        " slips scatter over many wrong answers: majority vote works with it. The step checker and the"
+        " PRM learned the policy's in-order solutions and misjudge its reordered steps"
+        + ("; search uses its own checker (below)." if "orders_checker_steps" in info else ".")
+        + _orders_checker_text(info)
+    )
+
+
+def _on_gpu(device: str) -> str:
+    return "" if device == "cpu" else f" on a GPU (`--device {device}`)"
+
+
+def _orders_checker_text(info: dict) -> str:
+    if "orders_checker_steps" not in info:
+        return ""
+    return (
+        "\n- Order-diverse step checker: the step checker's recipe on the order-diverse policy's samples"
+        f" ({info['orders_checker_sample_seconds'] / 60:.1f} min), with any unused operation a right next"
+        " step (`expected_chars(any_order=True)`), started from that policy,"
+        f" {info['orders_checker_steps']} steps of 64{_on_gpu(info.get('orders_checker_device', 'cpu'))}:"
+        f" {info['orders_checker_seconds'] / 60:.1f} min."
+        " It scores each token relative to the likeliest one there, since several operations may"
+        " rightly come next."
     )
 
 

@@ -1,6 +1,6 @@
 """The whole embedded-model recipe, one resumable command: policy -> rollout labels -> verifier ->
-step checker -> reviser -> order-diverse policy -> measurement and model card -> (optionally)
-install into the package.
+step checker -> reviser -> order-diverse policy and its any-order step checker -> measurement and
+model card -> (optionally) install into the package.
 
 Each stage resumes from its own checkpoints, and a finished stage is skipped, so rerunning the
 command after an interruption continues where it stopped. Stage wall times are kept in
@@ -41,7 +41,9 @@ class RecipeConfig:
     # The order-diverse policy (majority vote's): the policy's recipe on solutions in random orders,
     # trained all its steps (the policy's early stop comes long before it learns the longer chains).
     orders_policy: bool = True
-    # Where the two policies train ("cpu" or "cuda"); everything else runs on the CPU.
+    # ... and its step checker: the same recipe as the checker's, steps in any order.
+    orders_checker_steps: int = 5000
+    # Where the policies and the checkers train ("cpu" or "cuda"); everything else runs on the CPU.
     device: str = "cpu"
     card_greedy_per_level: int = 200
     card_sampled_per_level: int = 40
@@ -116,6 +118,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
         out_dir=str(root / "checker"),
         steps=cfg.checker_steps,
         seed=cfg.seed,
+        device=cfg.device,
     )
     reviser_cfg = ReviserTrainConfig(
         samples=checker_samples_cfg.out_file,
@@ -154,8 +157,38 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
         if trained is not None:
             shutil.copy2(trained, orders_file)
 
+    orders_samples_cfg = RolloutConfig(
+        out_file=str(root / "orders_checker" / "samples.jsonl"),
+        n_problems=cfg.checker_problems,
+        samples_per_problem=cfg.checker_samples_per_problem,
+        label="checked",
+        any_order=True,
+        seed=cfg.seed,
+    )
+    orders_checker_cfg = CheckerTrainConfig(
+        samples=orders_samples_cfg.out_file,
+        init_from=str(orders_file),
+        out_dir=str(root / "orders_checker"),
+        steps=cfg.orders_checker_steps,
+        seed=cfg.seed,
+        any_order=True,
+        device=cfg.device,
+    )
+    orders_checker_file = root / "orders_checker" / "checker_orders.safetensors"
+
+    def orders_checker() -> None:
+        shutil.copy2(train_checker(orders_checker_cfg, log=log), orders_checker_file)
+
     if cfg.orders_policy:
         _stage(state, state_file, "orders", orders, log)
+        _stage(
+            state,
+            state_file,
+            "orders_checker_samples",
+            lambda: generate_labels(EmbeddedGenerator.load(orders_file), orders_samples_cfg, log=log),
+            log,
+        )
+        _stage(state, state_file, "orders_checker", orders_checker, log)
 
     def card() -> None:
         generator = EmbeddedGenerator.load(policy_file)
@@ -227,6 +260,15 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
                 "orders_device": orders_cfg.device,
                 "orders_command": "ponder train policy --order-shuffle 1.0 --no-early-stop",
                 "orders_seconds": orders_meta.get("train_seconds", state["orders"]["seconds"]),
+                "orders_checker_params": orders_generator.num_params,  # a fine-tuned copy of it
+                "orders_checker_shape": f"{oc.n_layer} x {oc.d_model} x {oc.n_head}",
+                "orders_checker_bytes": orders_checker_file.stat().st_size,
+                "orders_checker_steps": orders_checker_cfg.steps,
+                "orders_checker_device": orders_checker_cfg.device,
+                "orders_checker_seconds": load_model(orders_checker_file)[1].get(
+                    "train_seconds", state["orders_checker"]["seconds"]
+                ),
+                "orders_checker_sample_seconds": state["orders_checker_samples"]["seconds"],
                 "orders_quality": measure_voting(
                     orders_generator, cfg.card_greedy_per_level, cfg.card_sampled_per_level, cfg.seed
                 ),
@@ -240,7 +282,11 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
                 "checker_sample_seconds",
                 "checker_seconds",
                 "reviser_seconds",
-                *(("orders_seconds",) if cfg.orders_policy else ()),
+                *(
+                    ("orders_seconds", "orders_checker_sample_seconds", "orders_checker_seconds")
+                    if cfg.orders_policy
+                    else ()
+                ),
             )
         )
         write_card(root / "MODEL_CARD.md", metrics, info)
@@ -251,7 +297,7 @@ def run_recipe(cfg: RecipeConfig, log=print) -> Path:
         from ponder.training.weights import WEIGHTS_DIR
 
         models = (policy_file, verifier_file, checker_file, reviser_file) + (
-            (orders_file,) if cfg.orders_policy else ()
+            (orders_file, orders_checker_file) if cfg.orders_policy else ()
         )
         files = (*models, root / "MODEL_CARD.md", root / "card.json")
         for f in files:
