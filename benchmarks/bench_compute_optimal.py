@@ -72,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="what predicts difficulty: the probe's mean score, or score and sample length",
     )
     p.add_argument(
+        "--selection",
+        default="best",
+        choices=["best", "one-se"],
+        help="calibration's rule: the most accurate candidate, or the cheapest within one standard error",
+    )
+    p.add_argument(
         "--backend",
         default="embedded",
         help="the policy (a backend spec, e.g. embedded+reviser to calibrate revision too)",
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         probe_samples=args.probe_samples,
         folds=args.folds,
         features=args.difficulty_features,
+        selection=args.selection,
         resume=True,
         log=log,
     )
@@ -206,6 +213,7 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         + ("" if args.accept is None else f" --accept {args.accept:g}")
         + f" --dev-per-level {args.dev_per_level} --candidates {args.candidates!r}"
         + f" --difficulty-features {args.difficulty_features}"
+        + ("" if args.selection == "best" else f" --selection {args.selection}")
         + ("" if args.backend == "embedded" else f" --backend {args.backend}")
         + (" --quick" if args.quick else "")
         + "`",

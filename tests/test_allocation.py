@@ -113,6 +113,21 @@ def test_choice_is_cross_validated():
     assert (label, acc, cv) == ("a", pytest.approx(0.9), pytest.approx(0.9))
 
 
+def test_one_se_selection_takes_the_cheapest_candidate_within_the_noise_of_the_best():
+    ids = [f"p{i}" for i in range(20)]
+    # "dear" is right on 16 of 20 problems at 10x the compute, "cheap" on 15: a gap of one problem
+    # is well inside one standard error (about 0.09), so one-se keeps the cheap one.
+    dear = stats({p: float(i < 16) for i, p in enumerate(ids)}, 10.0)
+    cheap = stats({p: float(i < 15) for i, p in enumerate(ids)}, 1.0)
+    assert choose({"dear": dear, "cheap": cheap}, ids, 5)[0] == "dear"
+    assert choose({"dear": dear, "cheap": cheap}, ids, 5, selection="one-se")[0] == "cheap"
+    # A lead of several standard errors is worth its compute under either rule.
+    poor = stats({p: float(i < 6) for i, p in enumerate(ids)}, 1.0)
+    assert choose({"dear": dear, "poor": poor}, ids, 5, selection="one-se")[0] == "dear"
+    with pytest.raises(ConfigError, match="selection must be one of"):
+        choose({"dear": dear}, ids, 5, selection="cheapest")
+
+
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory, generator, verifier):
     """A policy calibrated on the tiny random models (a small dev grid)."""

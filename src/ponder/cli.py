@@ -624,6 +624,12 @@ def calibrate_cmd(
     difficulty_features: Annotated[
         str, typer.Option(help="what predicts difficulty: score (probe's mean score) or score+length")
     ] = "score+length",
+    selection: Annotated[
+        str,
+        typer.Option(
+            help="best (the most accurate candidate) or one-se (the cheapest within one standard error of it)"
+        ),
+    ] = "best",
     resume: Annotated[bool, typer.Option(help="continue the calibration directory's run")] = False,
     backend: BackendOpt = "embedded",
     verifier: VerifierOpt = "embedded",
@@ -649,6 +655,7 @@ def calibrate_cmd(
         folds=folds,
         bins_from=bins_from,
         features=difficulty_features,
+        selection=selection,
         resume=resume,
         backend=backend,
         verifier=verifier,

@@ -9,10 +9,12 @@
    errors included) or by their oracle bin.
 3. For each bin and budget, choose a candidate by k-fold cross-validation over problems: in each
    fold the candidate with the best accuracy on the other folds is chosen (ties: less compute) and
-   scored on the held-out fold. The policy keeps the candidate chosen in most folds (ties: best
-   accuracy on all the bin's problems, then less compute), and records the held-out accuracy of
-   the selection rule (``cv_accuracy``), an honest estimate of what the choice is worth: choosing
-   by accuracy on the same problems would be fit to their noise.
+   scored on the held-out fold; with ``selection="one-se"``, the cheapest candidate whose accuracy
+   there is within one standard error of the best (the one-standard-error rule: a more expensive
+   choice must win by more than the noise of a few dev problems). The policy keeps the candidate
+   chosen in most folds (ties: best accuracy on all the bin's problems, then less compute), and
+   records the held-out accuracy of the selection rule (``cv_accuracy``), an honest estimate of
+   what the choice is worth: choosing by accuracy on the same problems would be fit to their noise.
 4. Save the policy file with the models' weight hashes.
 """
 
@@ -80,19 +82,37 @@ def _mean(values: dict[str, float], ids: list[str]) -> float:
     return sum(values[p] for p in ids) / len(ids) if ids else 0.0
 
 
+SELECTIONS = ("best", "one-se")
+
+
+def _standard_error(values: dict[str, float], ids: list[str]) -> float:
+    if len(ids) < 2:
+        return 0.0
+    mean = _mean(values, ids)
+    variance = sum((values[p] - mean) ** 2 for p in ids) / (len(ids) - 1)
+    return (variance / len(ids)) ** 0.5
+
+
 def choose(
-    stats: dict[str, CandidateStats], ids: list[str], folds: int
+    stats: dict[str, CandidateStats], ids: list[str], folds: int, selection: str = "best"
 ) -> tuple[str, float, float, dict[str, int]]:
     """The candidate for one (bin, budget): (label, accuracy on ``ids``, cross-validated accuracy of
     the selection rule, folds that chose each candidate)."""
+    if selection not in SELECTIONS:
+        raise ConfigError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
     usable = {c: s for c, s in stats.items() if all(p in s.accuracy for p in ids)}
     if not usable:
         raise ConfigError("no candidate has results for every problem of a bin")
 
     def best(train: list[str]) -> str:
-        return max(
+        top = max(
             sorted(usable), key=lambda c: (_mean(usable[c].accuracy, train), -_mean(usable[c].flops, train))
         )
+        if selection == "best":
+            return top
+        floor = _mean(usable[top].accuracy, train) - _standard_error(usable[top].accuracy, train)
+        near = [c for c in sorted(usable) if _mean(usable[c].accuracy, train) >= floor - 1e-12]
+        return min(near, key=lambda c: (_mean(usable[c].flops, train), -_mean(usable[c].accuracy, train)))
 
     k = min(folds, len(ids))
     chosen: dict[str, int] = defaultdict(int)
@@ -226,10 +246,13 @@ def calibrate(
     folds: int = 5,
     bins_from: str = "predicted",
     features: str = "score+length",
+    selection: str = "best",
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Policy:
     """Run the calibration grid on ``dataset`` (a dev split) and write the policy file."""
+    if selection not in SELECTIONS:
+        raise ConfigError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
     if bins_from not in ("predicted", "oracle"):
         raise ConfigError(f"bins_from must be predicted or oracle, got {bins_from!r}")
     if features not in FEATURES:
@@ -295,7 +318,7 @@ def calibrate(
             cands = {c: s for c, s in cands.items() if all(p in s.accuracy for p in ids)}
             if not cands:
                 continue
-            label, acc, cv, chosen = choose(cands, ids, folds)
+            label, acc, cv, chosen = choose(cands, ids, folds, selection)
             spec = next(c for c in candidates if c.label == label)
             s = cands[label]
             table[b][float(budget)] = PolicyEntry(
@@ -328,6 +351,7 @@ def calibrate(
             "folds": folds,
             "oracle_samples": oracle_samples,
             "difficulty_features": features,
+            "selection": selection,
             "predicted_vs_oracle": {
                 "n": agree.n,
                 "exact": agree.exact,

@@ -194,6 +194,7 @@ def calibrate_command(
     verifier: str,
     log: Callable[[str], None],
     features: str = "score+length",
+    selection: str = "best",
 ) -> Path:
     from ponder.allocation.calibrate import DEFAULT_CANDIDATES, calibrate
 
@@ -218,6 +219,7 @@ def calibrate_command(
         folds=folds,
         bins_from=bins_from,
         features=features,
+        selection=selection,
         resume=resume,
         log=log,
     )
