@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="embedded",
         help="the policy (a backend spec, e.g. embedded+reviser to calibrate revision too)",
     )
+    p.add_argument(
+        "--verifier",
+        default="embedded",
+        help="the verifier (a verifier spec, e.g. embedded+orders with --backend embedded+orders)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny grid: checks the pipeline in under a minute")
     return p.parse_args(argv)
 
@@ -115,6 +120,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from ponder.backends.spec import load_generator
 
         generator = load_generator(args.backend)
+    if args.verifier != "embedded":
+        from ponder.verifiers.spec import load_verifier
+
+        verifier = load_verifier(args.verifier)
     started = time.perf_counter()
 
     # 1. Calibration on dev problems.
@@ -215,6 +224,7 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         + f" --difficulty-features {args.difficulty_features}"
         + ("" if args.selection == "best" else f" --selection {args.selection}")
         + ("" if args.backend == "embedded" else f" --backend {args.backend}")
+        + ("" if args.verifier == "embedded" else f" --verifier {args.verifier}")
         + (" --quick" if args.quick else "")
         + "`",
         f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",
