@@ -204,6 +204,19 @@ def load_card(path: Path) -> tuple[CardMetrics, dict]:
     return metrics, data["info"]
 
 
+# Models a card lists when its info has their facts: (title, file, key of the info's entries).
+OPTIONAL_MODELS = (
+    ("step checker (default verifier)", "checker.safetensors", "checker"),
+    ("reviser (`embedded+reviser`)", "reviser.safetensors", "reviser"),
+    ("order-diverse policy (`embedded+orders`)", "policy_orders.safetensors", "orders"),
+    (
+        "order-diverse step checker (verifier `embedded+orders`)",
+        "checker_orders.safetensors",
+        "orders_checker",
+    ),
+)
+
+
 def _model_row(title: str, file: str, info: dict, key: str) -> str:
     size = info[f"{key}_bytes"] / 1e6
     return f"| {title} | `{file}` | {info[f'{key}_params']:,} | {info[f'{key}_shape']} | {size:.2f} MB |"
@@ -234,14 +247,7 @@ def write_card(path: Path, metrics: CardMetrics, info: dict) -> None:
         f"| {lv} | {s.n_ops} | 0..{s.max_value - 1} |" for lv, s in sorted(LEVELS.items())
     )
     extra_rows = "\n".join(
-        r
-        for r in (
-            _checker_model_row(info),
-            _reviser_model_row(info),
-            _orders_model_row(info),
-            _orders_checker_row(info),
-        )
-        if r
+        _model_row(title, file, info, key) for title, file, key in OPTIONAL_MODELS if f"{key}_params" in info
     )
     extra_training = "\n".join(
         t
@@ -317,12 +323,6 @@ judges), so it misses slips it did not learn to see: it is what search has to wo
     (path.parent / "card.json").write_text(json.dumps({"metrics": metrics.__dict__, "info": info}, indent=1))
 
 
-def _reviser_model_row(info: dict) -> str:
-    if "reviser_params" not in info:
-        return ""
-    return _model_row("reviser (`embedded+reviser`)", "reviser.safetensors", info, "reviser")
-
-
 def _reviser_training_text(info: dict) -> str:
     if "reviser_params" not in info:
         return ""
@@ -333,23 +333,6 @@ def _reviser_training_text(info: dict) -> str:
         " keep, a quarter plain prompts with the policy's own samples as targets (Snell et al.'s"
         f" recipe), {info['reviser_steps']} steps of 64 at lr {info['reviser_lr']:g}:"
         f" {info['reviser_seconds'] / 60:.1f} min."
-    )
-
-
-def _orders_model_row(info: dict) -> str:
-    if "orders_params" not in info:
-        return ""
-    return _model_row("order-diverse policy (`embedded+orders`)", "policy_orders.safetensors", info, "orders")
-
-
-def _orders_checker_row(info: dict) -> str:
-    if "orders_checker_steps" not in info:
-        return ""
-    return _model_row(
-        "order-diverse step checker (verifier `embedded+orders`)",
-        "checker_orders.safetensors",
-        info,
-        "orders",
     )
 
 
@@ -399,12 +382,6 @@ def _orders_rows(info: dict) -> str:
         "majority_16": "order-diverse majority vote of 16",
     }
     return "\n".join(_row(title, quality[key]) for key, title in names.items() if key in quality) + "\n"
-
-
-def _checker_model_row(info: dict) -> str:
-    if "checker_params" not in info:
-        return ""
-    return _model_row("step checker (default verifier)", "checker.safetensors", info, "checker")
 
 
 def _checker_training_text(info: dict) -> str:
