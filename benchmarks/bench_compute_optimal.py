@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="draws the test problems (default --seed): a fresh draw checks a change made after a run",
     )
     p.add_argument(
+        "--draws",
+        default=None,
+        help="several test draws, comma-separated seeds (e.g. 0,1,2): one calibration, each draw "
+        "evaluated in its own directory, the comparisons per draw and pooled over all of them",
+    )
+    p.add_argument(
         "--accept",
         type=float,
         default=None,
@@ -76,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="best",
         choices=["best", "one-se"],
         help="calibration's rule: the most accurate candidate, or the cheapest within one standard error",
+    )
+    p.add_argument(
+        "--standalone",
+        action="store_true",
+        help="calibrate each candidate run alone, not after compute_optimal's probe (the default)",
     )
     p.add_argument(
         "--backend",
@@ -104,12 +115,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     from ponder.allocation.calibrate import calibrate
-    from ponder.allocation.global_budget import global_vs_uniform
     from ponder.allocation.policy import load_policy
     from ponder.api import default_models
     from ponder.eval.datasets import load_dataset
     from ponder.eval.identity import models_identity
-    from ponder.eval.report import compute_optimal_vs, write_report
+    from ponder.eval.report import cells, compute_optimal_vs, write_report
     from ponder.eval.runner import EvalConfig, RunDir, dataset_config, parse_strategy, policy_hashes, run_eval
     from ponder.training.weights import policy_path
 
@@ -145,43 +155,57 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folds=args.folds,
         features=args.difficulty_features,
         selection=args.selection,
+        pipeline=not args.standalone,
         resume=True,
         log=log,
     )
     policy_file = cal_dir / "policy.json"
     calibrate_s = time.perf_counter() - t0
 
-    # 2. Held-out test problems.
-    test_seed = args.seed if args.test_seed is None else args.test_seed
-    test = load_dataset("builtin", "test", n_per_level=args.test_per_level, seed=test_seed)
+    # 2. Held-out test problems: one draw, or several evaluated one after another.
     contenders = [f"compute_optimal:policy={policy_file}"]
     if args.accept is not None:
         contenders.append(f"compute_optimal:policy={policy_file},accept={args.accept:g}")
     strategies = [parse_strategy(s) for s in (*BASELINES, *contenders)]
-    config = EvalConfig(
-        dataset=dataset_config(test, options={"source": "builtin", "split": "test", "seed": test_seed}),
-        strategies=strategies,
-        budgets=budgets,
-        seeds=[args.seed + i for i in range(args.test_seeds)],
-        models=models_identity(generator, verifier),
-        oracle_samples=args.oracle_samples,
-        extra={"policies": policy_hashes(strategies)},
-    )
     t0 = time.perf_counter()
-    run = run_eval(config, out / "test", test, generator, verifier, resume=True, log=log)
+    draws = []
+    for i, test_seed in enumerate(test_draws(args)):
+        test = load_dataset("builtin", "test", n_per_level=args.test_per_level, seed=test_seed)
+        config = EvalConfig(
+            dataset=dataset_config(test, options={"source": "builtin", "split": "test", "seed": test_seed}),
+            strategies=strategies,
+            budgets=budgets,
+            seeds=[args.seed + j for j in range(args.test_seeds)],
+            models=models_identity(generator, verifier),
+            oracle_samples=args.oracle_samples,
+            extra={"policies": policy_hashes(strategies)},
+        )
+        # The first draw keeps the directory a single-draw run uses, so either can resume the other.
+        run_dir = out / ("test" if i == 0 else f"test-draw{test_seed}")
+        log(f"test draw {test_seed}: {run_dir}")
+        run = run_eval(config, run_dir, test, generator, verifier, resume=True, log=log)
+        write_report(run.path, policy=str(policy_file))
+        draws.append((test_seed, run))
     eval_s = time.perf_counter() - t0
-    report = write_report(run.path, policy=str(policy_file))
 
-    # 3. The comparisons.
-    summary = json.loads((run.path / "summary.json").read_text())
-    from ponder.eval.report import Cell
-
-    cells = [Cell(**c) for c in summary["cells"]]
-    results = RunDir(run.path).results()
-    matches = compute_optimal_vs(results, cells)
+    # 3. The comparisons, per draw and (with several draws) pooled.
     label = strategies[-1].label
-    allocation = global_vs_uniform(results, load_policy(policy_file), label, budgets)
-    agree = _agreement(results, run)
+    loaded = load_policy(policy_file)
+    per_draw = [comparisons(run, label, loaded, budgets) | {"test_seed": s} for s, run in draws]
+    pooled = None
+    if len(draws) > 1:
+        # Problem ids are made unique per draw: two draws may hold the same problem, and each of
+        # its results counts once per draw, as in the draws' own tables.
+        results = [
+            {**r, "problem": f"draw{s}/{r['problem']}"}
+            for s, run in draws
+            for r in RunDir(run.path).results()
+        ]
+        pooled = {
+            "test_seeds": [s for s, _ in draws],
+            "compute_optimal_vs_best_of_n": compute_optimal_vs(results, cells(results)),
+            "accuracy_by_budget": accuracy_by_budget(results),
+        }
     total_s = time.perf_counter() - started
     record = {
         "settings": vars(args),
@@ -194,15 +218,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for b, row in sorted(policy.table.items())
         },
         "calibration": policy.calibration,
-        "compute_optimal_vs_best_of_n": matches,
-        "global_vs_uniform": allocation,
-        "predicted_vs_oracle": agree,
+        **{k: v for k, v in per_draw[0].items() if k != "test_seed"},
+        "draws": per_draw,
+        "pooled": pooled,
         "seconds": {"calibrate": calibrate_s, "eval": eval_s, "total": total_s},
-        "report": str(report),
     }
     (out / "bench.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     print(markdown(record, args))
     return record
+
+
+def test_draws(args: argparse.Namespace) -> list[int]:
+    """The test draws' seeds: ``--draws``, else ``--test-seed``, else ``--seed``."""
+    from ponder.errors import ConfigError
+
+    if args.draws is None:
+        return [args.seed if args.test_seed is None else args.test_seed]
+    if args.test_seed is not None:
+        raise ConfigError("give --draws or --test-seed, not both")
+    try:
+        seeds = [int(s) for s in args.draws.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--draws takes comma-separated integer seeds, got {args.draws!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--draws needs distinct seeds, got {args.draws!r}")
+    return seeds
+
+
+def comparisons(run: Any, label: str, policy: Any, budgets: list[int]) -> dict[str, Any]:
+    """One draw's comparisons: compute to match best-of-N, global vs. uniform, predicted bins."""
+    from ponder.allocation.global_budget import global_vs_uniform
+    from ponder.eval.report import Cell, compute_optimal_vs
+    from ponder.eval.runner import RunDir
+
+    summary = json.loads((run.path / "summary.json").read_text())
+    results = RunDir(run.path).results()
+    return {
+        "compute_optimal_vs_best_of_n": compute_optimal_vs(results, [Cell(**c) for c in summary["cells"]]),
+        "global_vs_uniform": global_vs_uniform(results, policy, label, budgets),
+        "predicted_vs_oracle": _agreement(results, run),
+        "report": str(run.path / "report.md"),
+    }
+
+
+def accuracy_by_budget(results: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Per strategy and budget, over all results: [accuracy, mean FLOPs per problem]."""
+    from ponder.eval.report import ALL, cells
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for c in cells(results):
+        if c.group == ALL:
+            out.setdefault(c.strategy, {})[f"{c.budget:g}"] = [c.accuracy, c.mean_flops]
+    return out
 
 
 def _agreement(results: list[dict[str, Any]], run: Any) -> dict[str, Any] | None:
@@ -215,30 +282,10 @@ def _agreement(results: list[dict[str, Any]], run: Any) -> dict[str, Any] | None
     return {"n": agree.n, "exact": agree.exact, "within_one": agree.within_one, "spearman": agree.spearman}
 
 
-def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
-    lines = [
-        f"- command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py --seed {args.seed}"
-        + ("" if args.test_seed is None else f" --test-seed {args.test_seed}")
-        + ("" if args.accept is None else f" --accept {args.accept:g}")
-        + f" --dev-per-level {args.dev_per_level} --candidates {args.candidates!r}"
-        + f" --difficulty-features {args.difficulty_features}"
-        + ("" if args.selection == "best" else f" --selection {args.selection}")
-        + ("" if args.backend == "embedded" else f" --backend {args.backend}")
-        + ("" if args.verifier == "embedded" else f" --verifier {args.verifier}")
-        + (" --quick" if args.quick else "")
-        + "`",
-        f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",
-        f"- calibration: {args.dev_per_level} dev problems per level, budgets {args.budgets}, "
-        f"{args.oracle_samples} oracle samples, {args.folds}-fold CV; test: {args.test_per_level} problems "
-        f"per level x {args.test_seeds} seed(s)",
-        f"- time: calibrate {record['seconds']['calibrate'] / 60:.1f} min, evaluate "
-        f"{record['seconds']['eval'] / 60:.1f} min, {args.threads} thread(s)",
-        "",
-        "| compute-optimal | vs | best accuracy % | its budget | compute-optimal's budget | smaller budget "
-        "(samples) | less compute (FLOPs spent) | goal >= 6x less compute |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for m in record["compute_optimal_vs_best_of_n"]:
+def match_rows(matches: list[dict[str, Any]], first: str = "") -> list[str]:
+    """Table rows: the compute compute-optimal needs to reach each baseline's best accuracy."""
+    rows = []
+    for m in matches:
         b, f = m["budget"], m["flops"]
         reached = f"{b['contender_compute']:g}" if b["contender_compute"] else "not reached"
         by_samples = f"{b['ratio']:.2f}x" if b["ratio"] else "-"
@@ -248,31 +295,93 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         goal = "met" if f["ratio"] and f["ratio"] >= GOAL else "not met"
         accept = [p for p in m["contender"].split(":", 1)[1].split(",") if p.startswith("accept=")]
         contender = accept[0] if accept else "policy only"
-        lines.append(
-            f"| {contender} | {m['baseline']} | {100 * b['target']:.1f} | {b['baseline_compute']:g} | "
-            f"{reached} | "
-            f"{by_samples} | {by_flops} | {goal} |"
+        rows.append(
+            f"| {first}{contender} | {m['baseline']} | {100 * b['target']:.1f} | {b['baseline_compute']:g} | "
+            f"{reached} | {by_samples} | {by_flops} | {goal} |"
         )
-    lines += [
+    return rows
+
+
+def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
+    several = len(record["draws"]) > 1
+    lines = [
+        f"- command: `PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py --seed {args.seed}"
+        + ("" if args.test_seed is None else f" --test-seed {args.test_seed}")
+        + ("" if args.draws is None else f" --draws {args.draws}")
+        + ("" if args.accept is None else f" --accept {args.accept:g}")
+        + f" --dev-per-level {args.dev_per_level} --candidates {args.candidates!r}"
+        + f" --difficulty-features {args.difficulty_features}"
+        + ("" if args.selection == "best" else f" --selection {args.selection}")
+        + (" --standalone" if args.standalone else "")
+        + ("" if args.backend == "embedded" else f" --backend {args.backend}")
+        + ("" if args.verifier == "embedded" else f" --verifier {args.verifier}")
+        + (" --quick" if args.quick else "")
+        + "`",
+        f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",
+        f"- calibration: {args.dev_per_level} dev problems per level, budgets {args.budgets}, "
+        f"{args.oracle_samples} oracle samples, {args.folds}-fold CV; test: {args.test_per_level} problems "
+        f"per level x {args.test_seeds} seed(s)" + (f" x {len(record['draws'])} draws" if several else ""),
+        f"- time: calibrate {record['seconds']['calibrate'] / 60:.1f} min, evaluate "
+        f"{record['seconds']['eval'] / 60:.1f} min, {args.threads} thread(s)",
         "",
-        "| mean budget (samples) | uniform split acc % | global allocation acc % | gain (points) |",
-        "|---|---|---|---|",
+        f"| {'draw: ' if several else ''}compute-optimal | vs | best accuracy % | its budget "
+        "| compute-optimal's budget | smaller budget (samples) | less compute (FLOPs spent) "
+        "| goal >= 6x less compute |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for a in record["global_vs_uniform"]:
-        lines.append(
-            f"| {a['mean_budget']:g} | {100 * a['uniform']:.1f} | {100 * a['global']:.1f} | "
-            f"{100 * (a['global'] - a['uniform']):+.1f} |"
-        )
-    agree = record["predicted_vs_oracle"]
-    if agree:
+    for draw in record["draws"]:
+        lines += match_rows(draw["compute_optimal_vs_best_of_n"], f"{draw['test_seed']}: " if several else "")
+    pooled = record["pooled"]
+    if pooled is not None:
+        lines += match_rows(pooled["compute_optimal_vs_best_of_n"], "**pooled**: ")
+        by = pooled["accuracy_by_budget"]
+        names = sorted(by, key=lambda n: (n.startswith("compute_optimal"), n))
+        budgets = sorted({b for n in names for b in by[n]}, key=float)
         lines += [
             "",
-            f"Predicted difficulty (probe of {args.probe_samples} samples, counted in the budget) vs. oracle "
-            f"bins on {agree['n']} test problems: exact {100 * agree['exact']:.0f}%, within one bin "
-            f"{100 * agree['within_one']:.0f}%, Spearman {agree['spearman']:.2f}.",
+            f"Pooled over draws {', '.join(map(str, pooled['test_seeds']))}: accuracy % (GFLOPs per problem)",
+            "",
+            "| budget | " + " | ".join(_short(n) for n in names) + " |",
+            "|---" * (len(names) + 1) + "|",
         ]
-    lines.append(f"\nFull report: `{record['report']}`")
+        for b in budgets:
+            cells = [
+                f"{100 * by[n][b][0]:.1f} ({by[n][b][1] / 1e9:.2f})" if b in by[n] else "-" for n in names
+            ]
+            lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"| {'draw | ' if several else ''}mean budget (samples) | uniform split acc % "
+        "| global allocation acc % | gain (points) |",
+        "|---" * (5 if several else 4) + "|",
+    ]
+    for draw in record["draws"]:
+        for a in draw["global_vs_uniform"]:
+            lines.append(
+                ("" if not several else f"| {draw['test_seed']} ")
+                + f"| {a['mean_budget']:g} | {100 * a['uniform']:.1f} | {100 * a['global']:.1f} | "
+                f"{100 * (a['global'] - a['uniform']):+.1f} |"
+            )
+    for draw in record["draws"]:
+        agree = draw["predicted_vs_oracle"]
+        if agree:
+            lines += [
+                "",
+                (f"Draw {draw['test_seed']}: p" if several else "P")
+                + f"redicted difficulty (probe of {args.probe_samples} samples, counted in the budget) vs. "
+                f"oracle bins on {agree['n']} test problems: exact {100 * agree['exact']:.0f}%, within one "
+                f"bin {100 * agree['within_one']:.0f}%, Spearman {agree['spearman']:.2f}.",
+            ]
+    lines.append("\nFull reports: " + ", ".join(f"`{d['report']}`" for d in record["draws"]))
     return "\n".join(lines)
+
+
+def _short(label: str) -> str:
+    """A column name: compute_optimal's policy path dropped."""
+    if not label.startswith("compute_optimal"):
+        return label
+    params = [p for p in label.partition(":")[2].split(",") if p and not p.startswith("policy=")]
+    return "compute_optimal" + (f" ({', '.join(params)})" if params else "")
 
 
 if __name__ == "__main__":

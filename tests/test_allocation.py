@@ -145,6 +145,7 @@ def calibrated(tmp_path_factory, generator, verifier):
         oracle_samples=4,
         probe_samples=2,
         folds=2,
+        pipeline=False,
     )
     return run_dir, policy
 
@@ -189,6 +190,61 @@ def test_calibration_on_score_and_length_writes_a_predictor_compute_optimal_appl
     co = make_strategy("compute_optimal", policy=str(tmp_path / "cal" / "policy.json"))
     result = co.run(dev.problems[0].prompt, generator, verifier, Budget(samples=2), 0)
     assert "mean length" in result.trace[0] and result.predicted_bin in (1, 2)
+
+
+def test_pipeline_calibration_measures_each_candidate_after_the_probe(tmp_path, generator, verifier):
+    dev = load_dataset("builtin", "dev", n_per_level=2, levels=[1, 2])
+    candidates = [parse_strategy(s) for s in ("greedy", "best_of_n", "beam_search:beam_width=2")]
+    policy = calibrate(
+        tmp_path / "cal", dev, generator, verifier, candidates, [1, 4, 8], [0],
+        n_bins=2, oracle_samples=4, probe_samples=2, folds=2,
+    )  # fmt: skip
+    assert policy.calibration["pipeline"] is True
+    grid = (tmp_path / "cal" / "grid" / "results.jsonl").read_text()
+    rows = [json.loads(line) for line in grid.splitlines()]
+    # The grid ran compute_optimal with each candidate as its fixed choice, labelled by the candidate.
+    labels = {"probe+greedy", "probe+best_of_n", "probe+beam_search:beam_width=2"}
+    assert {r["strategy"] for r in rows} == labels
+    assert {r["name"] for r in rows} == {"compute_optimal"}
+    by = {(r["strategy"], r["budget"], r["problem"]): r for r in rows}
+    for p in dev.problems:
+        # Greedy is charged for the probe it cannot use: 2 probe samples + its own; best-of-N reuses
+        # the probe's samples, so it draws the budget's worth in all.
+        assert by[("probe+greedy", 8, p.id)]["samples"] == 3
+        assert by[("probe+best_of_n", 8, p.id)]["samples"] == 8
+        assert by[("probe+greedy", 1, p.id)]["samples"] == 1  # budget 1: the probe's one sample answers
+    # The policy names the candidates themselves: compute_optimal runs them after its own probe.
+    for row in policy.table.values():
+        for budget, entry in row.items():
+            assert entry.strategy in ("greedy", "best_of_n", "beam_search")
+            assert entry.mean_samples <= budget
+    at_8 = [row[8.0] for row in policy.table.values() if 8.0 in row]
+    assert all(e.mean_samples == 3 for e in at_8 if e.strategy == "greedy")
+    # A standalone grid is another configuration: the calibration directory refuses to mix them.
+    with pytest.raises(ConfigError, match="was written by another configuration"):
+        calibrate(
+            tmp_path / "cal", dev, generator, verifier, candidates, [1, 4, 8], [0],
+            n_bins=2, oracle_samples=4, probe_samples=2, folds=2, pipeline=False, resume=True,
+        )  # fmt: skip
+
+
+def test_compute_optimal_with_a_fixed_choice_probes_then_runs_it(generator, verifier):
+    co = make_strategy("compute_optimal", choice="best_of_n", probe_samples=2)
+    result = co.run(PROMPT, generator, verifier, Budget(samples=6), 0)
+    assert result.chosen == "best_of_n" and "fixed choice" in result.trace[1]
+    assert result.compute.samples == 6 == len(result.candidates)  # the probe's 2 + 4 more, one pool
+    beam = make_strategy("compute_optimal", choice="beam_search:beam_width=2", probe_samples=2)
+    result = beam.run(PROMPT, generator, verifier, Budget(samples=6), 0)
+    assert result.chosen == "beam_search:beam_width=2" and result.compute.samples <= 6
+    for params, message in [
+        ({"choice": "best_of_n", "policy": "p.json"}, "a policy file or a fixed choice, not both"),
+        ({"choice": "nonesuch"}, "unknown strategy 'nonesuch'"),
+        ({"choice": "compute_optimal"}, "cannot be its own choice"),
+        ({"choice": "beam_search:beam_width=wide"}, "beam_width"),
+        ({"choice": "beam_search:4"}, "key=value pairs"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            make_strategy("compute_optimal", **params)
 
 
 def test_a_policy_for_other_weights_is_refused(calibrated, flat_generator, verifier, generator):

@@ -630,6 +630,14 @@ def calibrate_cmd(
             help="best (the most accurate candidate) or one-se (the cheapest within one standard error of it)"
         ),
     ] = "best",
+    pipeline: Annotated[
+        bool,
+        typer.Option(
+            "--pipeline/--standalone",
+            help="measure each candidate after compute_optimal's probe, as it will run (default), "
+            "or run alone from scratch",
+        ),
+    ] = True,
     resume: Annotated[bool, typer.Option(help="continue the calibration directory's run")] = False,
     backend: BackendOpt = "embedded",
     verifier: VerifierOpt = "embedded",
@@ -656,6 +664,7 @@ def calibrate_cmd(
         bins_from=bins_from,
         features=difficulty_features,
         selection=selection,
+        pipeline=pipeline,
         resume=resume,
         backend=backend,
         verifier=verifier,

@@ -2,6 +2,12 @@
 
 1. Run the candidate grid (strategies x hyper-parameters x budgets x seeds) on the dev problems
    with the evaluation harness, in ``<run_dir>/grid`` (resumable; oracle pass@1 measured too).
+   By default (``pipeline=True``) each candidate runs as ``compute_optimal`` would run it: probe
+   first (paid from the budget), then the candidate on what is left, reusing the probe's samples
+   where it can (``compute_optimal:choice=...``). So a candidate is measured by what it adds after
+   the probe: adaptive best-of-N, which answers from a confident probe sample for nothing more,
+   is not charged for samples it would never draw, and greedy decoding is charged for the probe it
+   cannot use. ``pipeline=False`` measures each candidate run alone, from scratch.
 2. Probe every dev problem as the ``compute_optimal`` strategy would (``probes.jsonl``), fit the
    difficulty predictor (``features``: the probe's mean score, or score and sample length) to the
    oracle bins, and bin the problems: by their predicted
@@ -169,6 +175,20 @@ def _stats(results: list[dict[str, Any]]) -> dict[tuple[str, float], CandidateSt
     return out
 
 
+def after_probe(candidate: GridStrategy, probe_samples: int, aggregation: str) -> GridStrategy:
+    """``candidate`` as compute_optimal runs it: the probe, then the candidate on the rest."""
+    choice = candidate.name
+    if candidate.params:
+        choice += ":" + ",".join(
+            f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(candidate.params.items())
+        )
+    return GridStrategy(
+        "compute_optimal",
+        {"choice": choice, "probe_samples": probe_samples, "aggregation": aggregation},
+        label=f"probe+{candidate.label}",
+    )
+
+
 def probe_features(
     run_dir: Path,
     dataset: Dataset,
@@ -247,6 +267,7 @@ def calibrate(
     bins_from: str = "predicted",
     features: str = "score+length",
     selection: str = "best",
+    pipeline: bool = True,
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Policy:
@@ -270,9 +291,13 @@ def calibrate(
         raise ConfigError(f"calibration directory {run_dir} is not empty: pass --resume to continue it")
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    grid_strategies = (
+        [after_probe(c, probe_samples, aggregation) for c in candidates] if pipeline else list(candidates)
+    )
+    candidate_of = {g.label: c for g, c in zip(grid_strategies, candidates)}
     config = EvalConfig(
         dataset=dataset_config(dataset),
-        strategies=candidates,
+        strategies=grid_strategies,
         budgets=budgets,
         seeds=seeds,
         models=models_identity(generator, verifier),
@@ -319,7 +344,7 @@ def calibrate(
             if not cands:
                 continue
             label, acc, cv, chosen = choose(cands, ids, folds, selection)
-            spec = next(c for c in candidates if c.label == label)
+            spec = candidate_of[label]
             s = cands[label]
             table[b][float(budget)] = PolicyEntry(
                 strategy=spec.name,
@@ -352,6 +377,7 @@ def calibrate(
             "oracle_samples": oracle_samples,
             "difficulty_features": features,
             "selection": selection,
+            "pipeline": pipeline,
             "predicted_vs_oracle": {
                 "n": agree.n,
                 "exact": agree.exact,

@@ -195,6 +195,7 @@ def calibrate_command(
     log: Callable[[str], None],
     features: str = "score+length",
     selection: str = "best",
+    pipeline: bool = True,
 ) -> Path:
     from ponder.allocation.calibrate import DEFAULT_CANDIDATES, calibrate
 
@@ -220,6 +221,7 @@ def calibrate_command(
         bins_from=bins_from,
         features=features,
         selection=selection,
+        pipeline=pipeline,
         resume=resume,
         log=log,
     )

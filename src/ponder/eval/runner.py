@@ -52,7 +52,7 @@ from ponder.strategies.best_of_n import BestOfN, pick_by_score
 from ponder.strategies.budget import MAX_BATCH, Budget, BudgetTooSmall, BudgetTracker, Throughput, derive_seed
 from ponder.strategies.greedy import Greedy
 from ponder.strategies.majority import MajorityVote, vote
-from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
+from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy, parse_label
 from ponder.strategies.sampling import score_value
 from ponder.tasks.answers import extract_answer
 from ponder.verifiers.base import Verifier
@@ -92,23 +92,10 @@ def _label(name: str, params: dict[str, Any]) -> str:
     return name + ":" + ",".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def parse_strategy(text: str) -> GridStrategy:
     """``"beam_search:beam_width=4,n=8"`` -> GridStrategy (values read as JSON, else strings)."""
-    name, _, rest = text.strip().partition(":")
-    params: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"strategy {text!r}: parameters are key=value pairs, got {part!r}")
-        params[key.strip()] = _value(value.strip())
-    return GridStrategy(name.strip(), params)
+    name, params = parse_label(text)
+    return GridStrategy(name, params)
 
 
 def budget_key(b: float) -> str:

@@ -17,6 +17,12 @@ a verifier this sure of a sample already has the answer (greedy decoding, the ch
 bins, would ignore it). Off by default: the threshold only means something for a verifier whose
 scores are calibrated (the shipped step checker's are; 0.5 is adaptive best-of-N's threshold).
 
+With ``choice`` (a strategy label, e.g. ``adaptive_best_of_n`` or ``dvts:branching=4``) instead of
+a policy file, every question probes and then runs that choice: this is how ``ponder calibrate``
+measures a candidate, so the policy is chosen on what a choice is worth *after* the probe (a
+sampling choice reuses the probe's samples; adaptive best-of-N costs nothing more when a probe
+sample is already confident), not on what it is worth run alone.
+
 Without a policy file, every bin gets weighted best-of-N and the bins come from fixed cut points
 on the probe's mean score (a fallback; calibrate for real use). A policy calibrated for other
 model weights is refused.
@@ -72,6 +78,7 @@ class ComputeOptimal:
     temperature: float = 1.0
     max_new_tokens: int = 160
     accept: float | None = None  # a probe sample scoring >= this (min over steps) answers at once
+    choice: str | None = None  # a fixed choice (strategy label) for every bin instead of a policy
     name: str = "compute_optimal"
 
     def __post_init__(self) -> None:
@@ -92,6 +99,18 @@ class ComputeOptimal:
             self.name,
             f"accept must be in (0, 1], got {self.accept}",
         )
+        if self.choice is not None:
+            check_param(self.policy is None, self.name, "give a policy file or a fixed choice, not both")
+            self._fixed_choice()  # refuse an unknown strategy or parameter now
+
+    def _fixed_choice(self) -> PolicyEntry:
+        from ponder.allocation.policy import PolicyEntry
+        from ponder.strategies.registry import make_strategy, parse_label
+
+        name, params = parse_label(str(self.choice))
+        check_param(name != self.name, self.name, "compute_optimal cannot be its own choice")
+        make_strategy(name, **params)
+        return PolicyEntry(name, params)
 
     def _policy(self, generator: Generator, verifier: Verifier | None) -> Policy | None:
         if self.policy is None:
@@ -135,6 +154,8 @@ class ComputeOptimal:
         if policy is not None:
             grid_budget, entry = policy.entry(bin_, budget)
             where = f"policy: bin {bin_}, budget {grid_budget:g}"
+        elif self.choice is not None:
+            entry, where = self._fixed_choice(), "fixed choice"
         else:
             entry, where = PolicyEntry(FALLBACK), "no policy file: fallback"
         feature = "-" if probe.feature is None else f"{probe.feature:.3f}"

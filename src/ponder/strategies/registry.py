@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import functools
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -146,3 +147,24 @@ def make_strategy(name: str, **params: object) -> Strategy:
             )
     kwargs = {k: float(v) if allowed[k] is float else v for k, v in params.items()}
     return spec.cls(**kwargs, **spec.fixed)
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_label(text: str) -> tuple[str, dict[str, Any]]:
+    """``"beam_search:beam_width=4,n=8"`` -> ("beam_search", {"beam_width": 4, "n": 8}): parameter
+    values read as JSON, else strings. Only the form is checked here; ``make_strategy`` checks the
+    name and the parameters."""
+    name, _, rest = text.strip().partition(":")
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"strategy {text!r}: parameters are key=value pairs, got {part!r}")
+        params[key.strip()] = _value(value.strip())
+    return name.strip(), params
