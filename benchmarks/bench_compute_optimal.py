@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "test_seeds": [s for s, _ in draws],
             "compute_optimal_vs_best_of_n": compute_optimal_vs(results, cells(results)),
             "accuracy_by_budget": accuracy_by_budget(results),
+            "paired": paired_at_best(results),
         }
     total_s = time.perf_counter() - started
     record = {
@@ -269,6 +270,38 @@ def accuracy_by_budget(results: list[dict[str, Any]]) -> dict[str, dict[str, lis
     for c in cells(results):
         if c.group == ALL:
             out.setdefault(c.strategy, {})[f"{c.budget:g}"] = [c.accuracy, c.mean_flops]
+    return out
+
+
+def paired_at_best(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each compute_optimal run at its largest budget minus each best-of-N baseline at its most
+    accurate budget, paired over the same (problem, seed) results, with a 95% bootstrap interval:
+    whether a gap of a result or two between them is more than noise."""
+    from ponder.eval.metrics import paired_difference
+
+    correct: dict[str, dict[float, dict[str, bool]]] = {}
+    for r in results:
+        by_budget = correct.setdefault(r["strategy"], {})
+        by_budget.setdefault(float(r["budget"]), {})[f"{r['problem']}@{r['seed']}"] = bool(r["correct"])
+    out = []
+    for label in sorted(s for s in correct if s.startswith("compute_optimal")):
+        top = max(correct[label])
+        for baseline in (b for b in BASELINES if b in correct and b != "majority"):
+            curve = correct[baseline]
+            best = max(sorted(curve), key=lambda b: sum(curve[b].values()))  # ties: the smaller budget
+            diff, lo, hi, n = paired_difference(correct[label][top], curve[best])
+            out.append(
+                {
+                    "contender": label,
+                    "contender_budget": top,
+                    "baseline": baseline,
+                    "baseline_budget": best,
+                    "difference": diff,
+                    "lo": lo,
+                    "hi": hi,
+                    "n": n,
+                }
+            )
     return out
 
 
@@ -349,6 +382,13 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{100 * by[n][b][0]:.1f} ({by[n][b][1] / 1e9:.2f})" if b in by[n] else "-" for n in names
             ]
             lines.append(f"| {b} | " + " | ".join(cells) + " |")
+        lines += ["", "Paired over the same results (problem, seed), 95% bootstrap interval:", ""]
+        for d in pooled["paired"]:
+            lines.append(
+                f"- {_short(d['contender'])} at {d['contender_budget']:g} minus {d['baseline']} at "
+                f"{d['baseline_budget']:g}: {100 * d['difference']:+.1f} points "
+                f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] over {d['n']} results"
+            )
     lines += [
         "",
         f"| {'draw | ' if several else ''}mean budget (samples) | uniform split acc % "

@@ -15,7 +15,7 @@ from ponder.cli import app
 from ponder.errors import ConfigError
 from ponder.eval.datasets import AnswerFormat, load_dataset, normalize_number
 from ponder.eval.identity import fingerprint, models_identity
-from ponder.eval.metrics import accuracy_ci, compute_to_match, spearman, wilson_interval
+from ponder.eval.metrics import accuracy_ci, compute_to_match, paired_difference, spearman, wilson_interval
 from ponder.eval.report import frontier, write_report
 from ponder.eval.runner import (
     EvalConfig,
@@ -375,6 +375,15 @@ def test_metrics():
     match = compute_to_match([(1, 0.5), (2, 0.6), (4, 0.7), (8, 0.7)], [(1, 0.6), (2, 0.7)])
     assert match == {"target": 0.7, "baseline_compute": 4, "contender_compute": 2, "ratio": 2.0}
     assert compute_to_match([(1, 0.9)], [(1, 0.1)])["ratio"] is None
+    # Paired difference: only shared results count; one disagreement in 100 is well inside the noise,
+    # twenty in the same direction are not.
+    same = {f"p{i}": i % 3 == 0 for i in range(100)}
+    diff, lo, hi, n = paired_difference(same | {"p1": True}, same | {"extra": True})
+    assert (diff, n) == (pytest.approx(0.01), 100) and lo <= 0.0 <= hi
+    better = {k: v or int(k[1:]) < 30 for k, v in same.items()}
+    diff, lo, hi, _ = paired_difference(better, same)
+    assert diff == pytest.approx(0.2) and 0.0 < lo < 0.2 < hi
+    assert paired_difference({}, same) == (0.0, 0.0, 0.0, 0)
     assert frontier([(1, 0.5, "a"), (2, 0.4, "b"), (4, 0.8, "c"), (3, 0.8, "d")]) == [
         (1, 0.5, "a"),
         (3, 0.8, "d"),
