@@ -89,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="calibrate each candidate run alone, not after compute_optimal's probe (the default)",
     )
     p.add_argument(
+        "--spend-all",
+        action="store_true",
+        help="every bin spends its whole budget (default: it may stop at a smaller budget that did as well)",
+    )
+    p.add_argument(
         "--backend",
         default="embedded",
         help="the policy (a backend spec, e.g. embedded+reviser to calibrate revision too)",
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         features=args.difficulty_features,
         selection=args.selection,
         pipeline=not args.standalone,
+        spend_less=not args.spend_all,
         resume=True,
         log=log,
     )
@@ -346,6 +352,7 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         + f" --difficulty-features {args.difficulty_features}"
         + ("" if args.selection == "best" else f" --selection {args.selection}")
         + (" --standalone" if args.standalone else "")
+        + (" --spend-all" if args.spend_all else "")
         + ("" if args.backend == "embedded" else f" --backend {args.backend}")
         + ("" if args.verifier == "embedded" else f" --verifier {args.verifier}")
         + (" --quick" if args.quick else "")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ponder.allocation.calibrate import CandidateStats, calibrate, choose
+from ponder.allocation.calibrate import CandidateStats, calibrate, choose, choose_at_budget
 from ponder.allocation.deadline import deadline_table, measure_throughput
 from ponder.allocation.difficulty import DifficultyPredictor, agreement, fit_predictor, oracle_bins
 from ponder.allocation.global_budget import Option, allocate, expected_value, total_cost, uniform
@@ -128,6 +128,39 @@ def test_one_se_selection_takes_the_cheapest_candidate_within_the_noise_of_the_b
         choose({"dear": dear}, ids, 5, selection="cheapest")
 
 
+def test_a_bin_may_spend_less_than_its_budget_when_more_gains_nothing():
+    ids = [f"p{i}" for i in range(10)]
+    # Adaptive best-of-N is as accurate at 8 samples as at 64 on this bin, at an eighth of the cost;
+    # best-of-N needs 64 to reach it.
+    grid = {
+        ("adaptive", 8.0): stats(dict.fromkeys(ids, 0.9), 8.0),
+        ("adaptive", 64.0): stats(dict.fromkeys(ids, 0.9), 20.0),
+        ("best_of_n", 8.0): stats(dict.fromkeys(ids, 0.7), 8.0),
+        ("best_of_n", 64.0): stats(dict.fromkeys(ids, 0.9), 64.0),
+    }
+    label, spend, acc, cv, folds_chosen = choose_at_budget(grid, ids, 64.0, folds=5)
+    assert (label, spend, acc, folds_chosen) == ("adaptive", 8.0, pytest.approx(0.9), 5)
+    assert choose_at_budget(grid, ids, 64.0, folds=5, spend_less=False)[:2] == ("adaptive", 64.0)
+    assert choose_at_budget(grid, ids, 8.0, folds=5)[:2] == ("adaptive", 8.0)
+    # A larger budget is taken when it pays.
+    grid[("best_of_n", 64.0)] = stats(dict.fromkeys(ids, 1.0), 64.0)
+    assert choose_at_budget(grid, ids, 64.0, folds=5)[:2] == ("best_of_n", 64.0)
+    assert choose_at_budget(grid, ids, 4.0, folds=5) is None  # nothing ran at or below 4
+
+
+def test_compute_optimal_stops_at_the_entry_s_budget(tmp_path):
+    stub, stub_v = StepStub(one_marked_per_call(2)), MarkerVerifier()
+    table = {1: {16.0: PolicyEntry("best_of_n", budget=6.0)}}
+    path = hand_policy(tmp_path, stub, stub_v, table, edges=())
+    assert load_policy(path).table[1][16.0].budget == 6.0  # the file keeps it
+    result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=16), 0)
+    assert result.compute.samples == 6 == len(result.candidates)  # the probe's 2 and 4 more
+    assert any("spends at most 6 samples" in line for line in result.trace)
+    # A budget below the entry's cap is kept.
+    result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=5), 0)
+    assert result.compute.samples <= 5
+
+
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory, generator, verifier):
     """A policy calibrated on the tiny random models (a small dev grid)."""
@@ -219,7 +252,11 @@ def test_pipeline_calibration_measures_each_candidate_after_the_probe(tmp_path, 
             assert entry.strategy in ("greedy", "best_of_n", "beam_search")
             assert entry.mean_samples <= budget
     at_8 = [row[8.0] for row in policy.table.values() if 8.0 in row]
-    assert all(e.mean_samples == 3 for e in at_8 if e.strategy == "greedy")
+    assert all(e.mean_samples == 3 for e in at_8 if e.strategy == "greedy" and e.budget is None)
+    for row in policy.table.values():  # an entry that stops early spends no more than its own budget
+        for budget, entry in row.items():
+            assert entry.budget is None or (entry.budget < budget and entry.mean_samples <= entry.budget)
+    assert policy.calibration["spend_less"] is True
     # A standalone grid is another configuration: the calibration directory refuses to mix them.
     with pytest.raises(ConfigError, match="was written by another configuration"):
         calibrate(

@@ -638,6 +638,13 @@ def calibrate_cmd(
             "or run alone from scratch",
         ),
     ] = True,
+    spend_less: Annotated[
+        bool,
+        typer.Option(
+            "--spend-less/--spend-all",
+            help="a bin may stop at a smaller budget that did as well (default), or always use the budget",
+        ),
+    ] = True,
     resume: Annotated[bool, typer.Option(help="continue the calibration directory's run")] = False,
     backend: BackendOpt = "embedded",
     verifier: VerifierOpt = "embedded",
@@ -665,6 +672,7 @@ def calibrate_cmd(
         features=difficulty_features,
         selection=selection,
         pipeline=pipeline,
+        spend_less=spend_less,
         resume=resume,
         backend=backend,
         verifier=verifier,

@@ -21,6 +21,10 @@
    chosen in most folds (ties: best accuracy on all the bin's problems, then less compute), and
    records the held-out accuracy of the selection rule (``cv_accuracy``), an honest estimate of
    what the choice is worth: choosing by accuracy on the same problems would be fit to their noise.
+   With ``spend_less`` (the default) the candidates at a budget are every candidate at that budget
+   *or any smaller one*: a budget is a cap, and where a bin gains nothing from more samples (a
+   question no sample solves, an easy one solved at once) the cheaper run wins the tie. The entry
+   then records the budget to spend (``budget``), and compute_optimal stops there.
 4. Save the policy file with the models' weight hashes.
 """
 
@@ -137,6 +141,31 @@ def choose(
         key=lambda c: (chosen[c], _mean(usable[c].accuracy, ids), -_mean(usable[c].flops, ids)),
     )
     return final, _mean(usable[final].accuracy, ids), held_out / len(ids), dict(chosen)
+
+
+def choose_at_budget(
+    stats: dict[tuple[str, float], CandidateStats],
+    ids: list[str],
+    budget: float,
+    folds: int,
+    selection: str = "best",
+    spend_less: bool = True,
+) -> tuple[str, float, float, float, int] | None:
+    """The choice for one (bin, budget) among the grid's (candidate, budget) runs: at ``budget``
+    only, or with ``spend_less`` at it or any smaller budget. Returns (candidate label, the budget
+    it ran at, accuracy, cross-validated accuracy, folds that chose it), or None when no run has
+    results for every problem."""
+    runs = {
+        key: s
+        for key, s in stats.items()
+        if (key[1] <= budget if spend_less else key[1] == budget) and all(p in s.accuracy for p in ids)
+    }
+    if not runs:
+        return None
+    keys = {f"{label}@{b:g}": (label, b) for label, b in runs}
+    key, acc, cv, chosen = choose({k: runs[keys[k]] for k in keys}, ids, folds, selection)
+    label, spend = keys[key]
+    return label, spend, acc, cv, chosen.get(key, 0)
 
 
 def _stats(results: list[dict[str, Any]]) -> dict[tuple[str, float], CandidateStats]:
@@ -268,6 +297,7 @@ def calibrate(
     features: str = "score+length",
     selection: str = "best",
     pipeline: bool = True,
+    spend_less: bool = True,
     resume: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Policy:
@@ -339,23 +369,23 @@ def calibrate(
         ids = [p for p in all_ids if bins.get(p) == b] or all_ids  # an empty bin borrows all problems
         table[b] = {}
         for budget in config.budgets:
-            cands = {label: s for (label, bb), s in stats.items() if bb == float(budget)}
-            cands = {c: s for c, s in cands.items() if all(p in s.accuracy for p in ids)}
-            if not cands:
+            picked = choose_at_budget(stats, ids, float(budget), folds, selection, spend_less)
+            if picked is None:
                 continue
-            label, acc, cv, chosen = choose(cands, ids, folds, selection)
+            label, spend, acc, cv, folds_chosen = picked
             spec = candidate_of[label]
-            s = cands[label]
+            s = stats[(label, spend)]
             table[b][float(budget)] = PolicyEntry(
                 strategy=spec.name,
                 params=dict(spec.params),
                 accuracy=acc,
                 cv_accuracy=cv,
-                folds_chosen=chosen.get(label, 0),
+                folds_chosen=folds_chosen,
                 mean_samples=_mean(s.samples, ids),
                 mean_tokens=_mean(s.tokens, ids),
                 mean_flops=_mean(s.flops, ids),
                 mean_seconds=_mean(s.seconds, ids),
+                budget=spend if spend < float(budget) else None,
             )
         if not table[b]:
             raise ConfigError(f"no candidate ran at any budget for bin {b}: widen the budgets")
@@ -378,6 +408,7 @@ def calibrate(
             "difficulty_features": features,
             "selection": selection,
             "pipeline": pipeline,
+            "spend_less": spend_less,
             "predicted_vs_oracle": {
                 "n": agree.n,
                 "exact": agree.exact,

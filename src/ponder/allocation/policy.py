@@ -47,6 +47,9 @@ class PolicyEntry:
     mean_tokens: float = 0.0
     mean_flops: float = 0.0
     mean_seconds: float = 0.0
+    # The samples (probe included) the choice may spend, when calibration found that a smaller
+    # budget than the grid's does as well for this bin: None spends what the grid budget allows.
+    budget: float | None = None
 
     @property
     def label(self) -> str:
@@ -65,7 +68,7 @@ class PolicyEntry:
             "mean_tokens": self.mean_tokens,
             "mean_flops": self.mean_flops,
             "mean_seconds": self.mean_seconds,
-        }
+        } | ({} if self.budget is None else {"budget": self.budget})
 
 
 @dataclass
@@ -175,6 +178,7 @@ def policy_from_json(data: Any, where: str) -> Policy:
                     mean_tokens=float(e.get("mean_tokens", 0.0)),
                     mean_flops=float(e.get("mean_flops", 0.0)),
                     mean_seconds=float(e.get("mean_seconds", 0.0)),
+                    budget=None if e.get("budget") is None else float(e["budget"]),
                 )
                 for k, e in row.items()
             }

@@ -196,6 +196,7 @@ def calibrate_command(
     features: str = "score+length",
     selection: str = "best",
     pipeline: bool = True,
+    spend_less: bool = True,
 ) -> Path:
     from ponder.allocation.calibrate import DEFAULT_CANDIDATES, calibrate
 
@@ -222,6 +223,7 @@ def calibrate_command(
         features=features,
         selection=selection,
         pipeline=pipeline,
+        spend_less=spend_less,
         resume=resume,
         log=log,
     )

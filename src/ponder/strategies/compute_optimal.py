@@ -5,7 +5,8 @@ strategy a calibrated policy chose for that difficulty and budget.
    mean score (with a policy calibrated on ``score+length``, also the samples' mean length) predicts
    the difficulty bin (:mod:`ponder.allocation.difficulty`). The probe is paid from the run's budget.
 2. **Choose**: the policy file (``ponder calibrate``) gives, for the bin and the budget, a
-   registered strategy and its parameters.
+   registered strategy and its parameters, and where a smaller budget did as well in calibration,
+   the samples to stop at (a budget is a cap, not a target).
 3. **Run** it on what the budget has left. When the choice is a sampling strategy (majority,
    best-of-N, weighted best-of-N) the probe's samples are not wasted: they join its samples in the
    final vote, so the question gets the budget's worth of samples in total. When the rest of the
@@ -167,6 +168,14 @@ class ComputeOptimal:
             f"chose {entry.label} ({where})",
         ]
         rest = remaining(budget, tracker)
+        if entry.budget is not None and rest.samples is not None:
+            # Calibration found that this bin gains nothing from more than entry.budget samples.
+            rest = dataclasses.replace(
+                rest, samples=max(0, min(rest.samples, int(entry.budget) - tracker.spent.samples))
+            )
+            trace.append(
+                f"spends at most {entry.budget:g} samples in all (more gained nothing in calibration)"
+            )
         sub_result: StrategyResult | None = None
         from ponder.strategies.registry import NEEDS_VERIFIER, make_strategy
 
