@@ -3,9 +3,11 @@
 One command reproduces the comparisons of benchmarks/RESULTS.md, on the embedded models:
 
 1. **Calibrate** (``ponder calibrate``) on the built-in dev split: the candidate strategies (greedy,
-   best-of-N, beam search, DVTS, adaptive best-of-N) at every budget, oracle difficulty from 32
-   samples per problem, the probe-based difficulty predictor (probe score and sample length), the
-   cross-validated choice per predicted bin and budget -> a policy file.
+   best-of-N, beam search, DVTS, adaptive best-of-N) at every budget, each run after
+   compute_optimal's probe (``--standalone``: alone), oracle difficulty from 32 samples per
+   problem, the probe-based difficulty predictor (probe score and sample length), the
+   cross-validated choice per predicted bin and budget, at that budget or a smaller one
+   (``--spend-all``: at that budget) -> a policy file.
 2. **Evaluate** (``ponder eval``) on held-out test problems: best-of-N, weighted best-of-N,
    majority and compute_optimal (with that policy) at budgets 1..64 samples, two seeds, oracle
    difficulty bins for the report.
@@ -14,14 +16,17 @@ One command reproduces the comparisons of benchmarks/RESULTS.md, on the embedded
    agrees with the oracle bins, and the batch accuracy of a global budget allocated by marginal
    gain vs. the same total split evenly.
 
+With ``--draws 0,1,2`` one calibration is evaluated on several draws of test problems, each in its
+own directory, and the comparisons are also made on all draws pooled, with the paired difference
+between compute-optimal and best-of-N's best (a bootstrap interval over the shared results).
+
 Both runs are resumable: rerun the same command after an interruption. A different grid needs a
 different ``--out``. Everything is deterministic given ``--seed`` (which also draws the problems).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py [--seed 0] [--quick]
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_compute_optimal.py [--seed 0] [--draws 0,1,2] [--quick]
 
-The default grid takes about 25 minutes with 1 thread on a 2-core machine shared with a training
-job: ~13 min calibration, ~10.5 min test (with ``--accept``); allow 30. ``--quick`` (a smoke test
-of the whole pipeline) takes under a minute.
+With 1 thread on a 2-core machine shared with another job: ~11 min calibration, ~8 min per test
+draw (~10 with ``--accept``). ``--quick`` (a smoke test of the whole pipeline) takes under a minute.
 """
 
 from __future__ import annotations

@@ -142,10 +142,20 @@ def test_a_bin_may_spend_less_than_its_budget_when_more_gains_nothing():
     assert (label, spend, acc, folds_chosen) == ("adaptive", 8.0, pytest.approx(0.9), 5)
     assert choose_at_budget(grid, ids, 64.0, folds=5, spend_less=False)[:2] == ("adaptive", 64.0)
     assert choose_at_budget(grid, ids, 8.0, folds=5)[:2] == ("adaptive", 8.0)
+    assert choose_at_budget(grid, ids, 4.0, folds=5) is None  # nothing ran at or below 4
+    # The same run at 16 as at 64 (the budget never bound): no cap, the larger budget stands.
+    grid[("adaptive", 16.0)] = grid[("adaptive", 32.0)] = grid[("adaptive", 64.0)]
+    assert choose_at_budget(grid, ids, 64.0, folds=5)[:2] == ("adaptive", 8.0)
+    assert choose_at_budget(grid, ids, 32.0, folds=5, floor=16.0)[:2] == ("adaptive", 32.0)
+    del grid[("adaptive", 16.0)], grid[("adaptive", 32.0)]
+    # Never below the floor (the probe's size): there the probe itself was smaller than it will be.
+    grid[("adaptive", 2.0)] = stats(dict.fromkeys(ids, 0.9), 2.0)
+    assert choose_at_budget(grid, ids, 64.0, folds=5)[:2] == ("adaptive", 2.0)
+    assert choose_at_budget(grid, ids, 64.0, folds=5, floor=4.0)[:2] == ("adaptive", 8.0)
+    assert choose_at_budget(grid, ids, 2.0, folds=5, floor=4.0)[:2] == ("adaptive", 2.0)
     # A larger budget is taken when it pays.
     grid[("best_of_n", 64.0)] = stats(dict.fromkeys(ids, 1.0), 64.0)
     assert choose_at_budget(grid, ids, 64.0, folds=5)[:2] == ("best_of_n", 64.0)
-    assert choose_at_budget(grid, ids, 4.0, folds=5) is None  # nothing ran at or below 4
 
 
 def test_compute_optimal_stops_at_the_entry_s_budget(tmp_path):

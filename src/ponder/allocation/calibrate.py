@@ -150,22 +150,33 @@ def choose_at_budget(
     folds: int,
     selection: str = "best",
     spend_less: bool = True,
+    floor: float = 1.0,
 ) -> tuple[str, float, float, float, int] | None:
     """The choice for one (bin, budget) among the grid's (candidate, budget) runs: at ``budget``
-    only, or with ``spend_less`` at it or any smaller budget. Returns (candidate label, the budget
-    it ran at, accuracy, cross-validated accuracy, folds that chose it), or None when no run has
-    results for every problem."""
+    only, or with ``spend_less`` at it or any smaller budget down to ``floor`` (compute_optimal's
+    probe size: below it the probe itself is smaller than at test time, where it must be whole to
+    predict the bin). Returns (candidate label, the budget it ran at, accuracy, cross-validated
+    accuracy, folds that chose it), or None when no run has results for every problem."""
+    lowest = min(budget, floor) if spend_less else budget
     runs = {
-        key: s
-        for key, s in stats.items()
-        if (key[1] <= budget if spend_less else key[1] == budget) and all(p in s.accuracy for p in ids)
+        key: s for key, s in stats.items() if lowest <= key[1] <= budget and all(p in s.accuracy for p in ids)
     }
+    # A candidate that did exactly the same at a smaller budget (the cap never bound) keeps only
+    # its largest budget: there is no evidence for a cap, and a test question may need more.
+    for label, b in sorted(runs, key=lambda k: (k[0], -k[1])):
+        larger = [k for k in runs if k[0] == label and k[1] > b]
+        if any(_same_run(runs[k], runs[(label, b)], ids) for k in larger):
+            del runs[(label, b)]
     if not runs:
         return None
     keys = {f"{label}@{b:g}": (label, b) for label, b in runs}
     key, acc, cv, chosen = choose({k: runs[keys[k]] for k in keys}, ids, folds, selection)
     label, spend = keys[key]
     return label, spend, acc, cv, chosen.get(key, 0)
+
+
+def _same_run(a: CandidateStats, b: CandidateStats, ids: list[str]) -> bool:
+    return all(a.accuracy[p] == b.accuracy[p] and a.flops[p] == b.flops[p] for p in ids)
 
 
 def _stats(results: list[dict[str, Any]]) -> dict[tuple[str, float], CandidateStats]:
@@ -369,7 +380,9 @@ def calibrate(
         ids = [p for p in all_ids if bins.get(p) == b] or all_ids  # an empty bin borrows all problems
         table[b] = {}
         for budget in config.budgets:
-            picked = choose_at_budget(stats, ids, float(budget), folds, selection, spend_less)
+            picked = choose_at_budget(
+                stats, ids, float(budget), folds, selection, spend_less, floor=float(probe_samples)
+            )
             if picked is None:
                 continue
             label, spend, acc, cv, folds_chosen = picked
