@@ -48,10 +48,11 @@ bench: $(BIN)/ponder
 	$(BIN)/python benchmarks/bench_prefix_reuse.py
 	$(BIN)/python benchmarks/bench_serve.py
 
-# Compute-optimal vs. best-of-N and global vs. uniform budgets, three test draws pooled
-# (~35 min on 1 thread; resumable).
+# Compute-optimal vs. best-of-N and global vs. uniform budgets, nine test draws pooled
+# (~45 min on 2 idle cores; resumable).
 bench-compute-optimal: $(BIN)/ponder
-	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0 --draws 0,1,2 --out runs/bench/co-headline
+	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0 --draws 0,1,2,3,4,5,6,7,8 --threads 2 \
+	  --out runs/bench/co-headline
 
 # The 13x larger embedded policy (10.7M parameters) on the shipped policy's data and schedule:
 # bf16, about 65 min on 2 idle cores, 2 min on one GPU (LARGE_DEVICE=cuda); resumable. Not shipped:
