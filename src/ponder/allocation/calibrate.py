@@ -61,6 +61,7 @@ from ponder.eval.runner import (
     run_seed,
 )
 from ponder.strategies.budget import Budget, BudgetTracker, derive_seed
+from ponder.strategies.registry import format_label
 from ponder.verifiers.base import Verifier
 
 DEFAULT_CANDIDATES = (
@@ -217,14 +218,13 @@ def _stats(results: list[dict[str, Any]]) -> dict[tuple[str, float], CandidateSt
 
 def after_probe(candidate: GridStrategy, probe_samples: int, aggregation: str) -> GridStrategy:
     """``candidate`` as compute_optimal runs it: the probe, then the candidate on the rest."""
-    choice = candidate.name
-    if candidate.params:
-        choice += ":" + ",".join(
-            f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(candidate.params.items())
-        )
     return GridStrategy(
         "compute_optimal",
-        {"choice": choice, "probe_samples": probe_samples, "aggregation": aggregation},
+        {
+            "choice": format_label(candidate.name, candidate.params),
+            "probe_samples": probe_samples,
+            "aggregation": aggregation,
+        },
         label=f"probe+{candidate.label}",
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from math import comb
 
@@ -153,8 +154,6 @@ def paired_difference(
     a 95% paired bootstrap interval over those results: (difference, lo, hi, n). Pairing removes
     the problems' own difficulty from the noise, so two strategies run on the same questions are
     compared far more tightly than their two accuracies' intervals suggest."""
-    import random
-
     keys = sorted(set(a) & set(b))
     if not keys:
         return 0.0, 0.0, 0.0, 0

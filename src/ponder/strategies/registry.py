@@ -168,3 +168,15 @@ def parse_label(text: str) -> tuple[str, dict[str, Any]]:
             raise ConfigError(f"strategy {text!r}: parameters are key=value pairs, got {part!r}")
         params[key.strip()] = _value(value.strip())
     return name.strip(), params
+
+
+def format_label(name: str, params: dict[str, Any]) -> str:
+    """The inverse of ``parse_label``: ``("dvts", {"branching": 4})`` -> ``"dvts:branching=4"``
+    (values other than strings written as JSON, so they read back as the same types)."""
+    if not params:
+        return name
+    return (
+        name
+        + ":"
+        + ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(params.items()))
+    )
