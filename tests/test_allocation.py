@@ -23,6 +23,7 @@ from ponder.eval.runner import parse_strategy
 from ponder.strategies import Budget, make_strategy
 from ponder.strategies.budget import BudgetTracker, Throughput
 from ponder.strategies.compute_optimal import ComputeOptimalResult
+from ponder.strategies.registry import parse_label
 from stubs import PROMPT, MarkerVerifier, StepStub, marker_answer, one_marked_per_call
 
 # --- difficulty ---------------------------------------------------------------------------------------
@@ -483,6 +484,29 @@ def test_compute_optimal_with_adaptive_best_of_n_keeps_the_probe_s_confident_ans
     result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=16), 0)
     assert result.compute.samples == 2 and result.answer == 11
     assert any("no more sampling" in line for line in result.trace)
+
+
+def test_compute_optimal_reads_the_probe_s_scores_as_the_chosen_best_of_n_does(tmp_path):
+    # Probe samples (call 1) are unmarked: a weak step (0.2) and then an answer line the verifier
+    # likes (0.95), answer 10. Later samples are marked throughout (every line 0.9), answer 11.
+    # best_of_n ranks by the minimum step score, so 11 (0.9) beats 10 (0.2); ranking the probe by
+    # its last step instead would put 10 (0.95) first.
+    def rule(line, previous):
+        if line.startswith("A:"):
+            return 0.9 if previous and all("*" in p for p in previous) else 0.95
+        return 0.9 if "*" in line else 0.2
+
+    stub = StepStub(
+        lambda lines, i, n, rng, greedy: marker_answer(lines) if lines else ("s0*" if calls() > 1 else "s0")
+    )
+    calls = lambda: len(stub.calls)  # noqa: E731
+    stub_v = MarkerVerifier(rule)
+    for choice, expected in (("best_of_n", 11), ("best_of_n:aggregation=last", 10)):
+        name, params = parse_label(choice)
+        path = hand_policy(tmp_path, stub, stub_v, {1: {8.0: PolicyEntry(name, params)}}, edges=())
+        stub.calls.clear()
+        result = make_strategy("compute_optimal", policy=path).run(PROMPT, stub, stub_v, Budget(samples=8), 0)
+        assert result.compute.samples == 8 and result.answer == expected, choice
 
 
 def test_compute_optimal_accept_answers_from_a_confident_probe_whatever_the_choice(tmp_path):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ponder.backends.base import Generator
 from ponder.strategies.adaptive_best_of_n import AdaptiveBestOfN
-from ponder.strategies.base import Candidate, StrategyResult
+from ponder.strategies.base import Candidate, Strategy, StrategyResult
 from ponder.strategies.best_of_n import pick_by_score
 from ponder.strategies.budget import Budget, BudgetTooSmall, BudgetTracker, derive_seed
 from ponder.strategies.majority import vote
@@ -211,7 +211,9 @@ class ComputeOptimal:
             trace += ["  " + line for line in sub_result.trace]
         compute.wall_seconds = tracker.elapsed()
         answer = (
-            accepted.answer if accepted is not None else self._answer(entry, probe, sub_result, candidates)
+            accepted.answer
+            if accepted is not None
+            else self._answer(entry, sub, probe, sub_result, candidates)
         )
         return ComputeOptimalResult(
             answer=answer,
@@ -244,18 +246,22 @@ class ComputeOptimal:
 
     @staticmethod
     def _answer(
-        entry: PolicyEntry, probe: Probe, sub_result: StrategyResult | None, candidates: list[Candidate]
+        entry: PolicyEntry,
+        sub: Strategy,
+        probe: Probe,
+        sub_result: StrategyResult | None,
+        candidates: list[Candidate],
     ) -> object:
         """The final answer: sampling choices vote over the probe's samples and their own."""
 
         if entry.strategy in SAMPLING:
             if entry.strategy == "majority":
                 return vote(candidates)
-            default = "min" if entry.strategy == "adaptive_best_of_n" else "last"
-            rescored = ComputeOptimal._rescored(probe, str(entry.params.get("aggregation", default)))
+            # The probe's samples are read as the chosen strategy reads its own, so one score scale
+            # ranks them all.
+            rescored = ComputeOptimal._rescored(probe, str(getattr(sub, "aggregation", "min")))
             own = sub_result.candidates if sub_result is not None else []
-            weighted = entry.strategy == "weighted_best_of_n" or bool(entry.params.get("weighted", False))
-            return pick_by_score(rescored + list(own), weighted)
+            return pick_by_score(rescored + list(own), bool(getattr(sub, "weighted", False)))
         if sub_result is not None and sub_result.answer is not None:
             return sub_result.answer
         return pick_by_score(probe.candidates, weighted=True)
