@@ -41,6 +41,7 @@ from typing import Any
 CANDIDATES = ("greedy", "best_of_n", "beam_search:beam_width=4", "dvts:branching=4", "adaptive_best_of_n")
 BASELINES = ("majority", "best_of_n", "weighted_best_of_n")
 GOAL = 6.0
+DEFAULT_BUDGETS = "1,2,4,8,16,32,64"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dev-per-level", type=int, default=12, help="dev problems per level for calibration")
     p.add_argument("--test-per-level", type=int, default=12, help="held-out test problems per level")
-    p.add_argument("--budgets", default="1,2,4,8,16,32,64", help="generation budgets N (powers of two)")
+    p.add_argument("--budgets", default=DEFAULT_BUDGETS, help="generation budgets N (powers of two)")
+    p.add_argument(
+        "--baseline-budgets",
+        default=None,
+        help="the baselines' budgets on the test problems (default --budgets). Other budgets run the "
+        "baselines and compute_optimal in two run directories of one draw, <draw>/baselines and "
+        "<draw>/compute_optimal",
+    )
     p.add_argument("--test-seeds", type=int, default=2, help="seeds of the test grid (default 2)")
     p.add_argument("--oracle-samples", type=int, default=32, help="samples per problem for pass@1 bins")
     p.add_argument("--probe-samples", type=int, default=4, help="compute_optimal's probe samples")
@@ -108,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="embedded",
         help="the verifier (a verifier spec, e.g. embedded+orders with --backend embedded+orders)",
     )
+    p.add_argument(
+        "--calibrate-only", action="store_true", help="stop after the calibration (its policy file is kept)"
+    )
     p.add_argument("--quick", action="store_true", help="a tiny grid: checks the pipeline in under a minute")
     return p.parse_args(argv)
 
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ponder.training.weights import policy_path
 
     out = Path(args.out or f"runs/bench/compute_optimal-seed{args.seed}" + ("-quick" if args.quick else ""))
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = parse_budgets(args.budgets)
     generator, verifier = default_models()
     if args.backend != "embedded":
         from ponder.backends.spec import load_generator
@@ -172,44 +183,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     policy_file = cal_dir / "policy.json"
     calibrate_s = time.perf_counter() - t0
+    if args.calibrate_only:
+        log(f"calibration done in {calibrate_s / 60:.1f} min: {policy_file}")
+        return {"policy": str(policy_file), "seconds": {"calibrate": calibrate_s}}
 
     # 2. Held-out test problems: one draw, or several evaluated one after another.
     contenders = [f"compute_optimal:policy={policy_file}"]
     if args.accept is not None:
         contenders.append(f"compute_optimal:policy={policy_file},accept={args.accept:g}")
     strategies = [parse_strategy(s) for s in (*BASELINES, *contenders)]
+    baseline_budgets = budgets if args.baseline_budgets is None else parse_budgets(args.baseline_budgets)
+    # One run directory per draw; two when the baselines' budgets differ from compute_optimal's.
+    if baseline_budgets == budgets:
+        grids = [("", strategies, budgets)]
+    else:
+        grids = [
+            ("baselines", strategies[: len(BASELINES)], baseline_budgets),
+            ("compute_optimal", strategies[len(BASELINES) :], budgets),
+        ]
     t0 = time.perf_counter()
     draws = []
     for i, test_seed in enumerate(test_draws(args)):
         test = load_dataset("builtin", "test", n_per_level=args.test_per_level, seed=test_seed)
-        config = EvalConfig(
-            dataset=dataset_config(test, options={"source": "builtin", "split": "test", "seed": test_seed}),
-            strategies=strategies,
-            budgets=budgets,
-            seeds=[args.seed + j for j in range(args.test_seeds)],
-            models=models_identity(generator, verifier),
-            oracle_samples=args.oracle_samples,
-            extra={"policies": policy_hashes(strategies)},
-        )
         # The first draw keeps the directory a single-draw run uses, so either can resume the other.
-        run_dir = out / ("test" if i == 0 else f"test-draw{test_seed}")
-        log(f"test draw {test_seed}: {run_dir}")
-        run = run_eval(config, run_dir, test, generator, verifier, resume=True, log=log)
-        write_report(run.path, policy=str(policy_file))
-        draws.append((test_seed, run))
+        draw_dir = out / ("test" if i == 0 else f"test-draw{test_seed}")
+        runs = []
+        for sub, grid_strategies, grid_budgets in grids:
+            config = EvalConfig(
+                dataset=dataset_config(
+                    test, options={"source": "builtin", "split": "test", "seed": test_seed}
+                ),
+                strategies=grid_strategies,
+                budgets=grid_budgets,
+                seeds=[args.seed + j for j in range(args.test_seeds)],
+                models=models_identity(generator, verifier),
+                oracle_samples=args.oracle_samples,
+                extra={"policies": policy_hashes(grid_strategies)},
+            )
+            run_dir = draw_dir / sub if sub else draw_dir
+            log(f"test draw {test_seed}: {run_dir}")
+            run = run_eval(config, run_dir, test, generator, verifier, resume=True, log=log)
+            write_report(run.path, policy=str(policy_file))
+            runs.append(run)
+        draws.append((test_seed, runs))
     eval_s = time.perf_counter() - t0
 
     # 3. The comparisons, per draw and (with several draws) pooled.
     label = strategies[-1].label
     loaded = load_policy(policy_file)
-    per_draw = [comparisons(run, label, loaded, budgets) | {"test_seed": s} for s, run in draws]
+    per_draw = [comparisons(runs, label, loaded, budgets) | {"test_seed": s} for s, runs in draws]
     pooled = None
     if len(draws) > 1:
         # Problem ids are made unique per draw: two draws may hold the same problem, and each of
         # its results counts once per draw, as in the draws' own tables.
         results = [
             {**r, "problem": f"draw{s}/{r['problem']}"}
-            for s, run in draws
+            for s, runs in draws
+            for run in runs
             for r in RunDir(run.path).results()
         ]
         pooled = {
@@ -257,19 +287,32 @@ def test_draws(args: argparse.Namespace) -> list[int]:
     return seeds
 
 
-def comparisons(run: Any, label: str, policy: Any, budgets: list[int]) -> dict[str, Any]:
-    """One draw's comparisons: compute to match best-of-N, global vs. uniform, predicted bins."""
+def parse_budgets(text: str) -> list[int]:
+    """Comma-separated sample budgets."""
+    from ponder.errors import ConfigError
+
+    try:
+        budgets = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"budgets are comma-separated integers, got {text!r}") from None
+    if not budgets or min(budgets) < 1:
+        raise ConfigError(f"budgets must be positive integers, got {text!r}")
+    return budgets
+
+
+def comparisons(runs: list[Any], label: str, policy: Any, budgets: list[int]) -> dict[str, Any]:
+    """One draw's comparisons (its run directories' results together): compute to match
+    best-of-N, global vs. uniform, predicted bins."""
     from ponder.allocation.global_budget import global_vs_uniform
-    from ponder.eval.report import Cell, compute_optimal_vs
+    from ponder.eval.report import cells, compute_optimal_vs
     from ponder.eval.runner import RunDir
 
-    summary = json.loads((run.path / "summary.json").read_text())
-    results = RunDir(run.path).results()
+    results = [r for run in runs for r in RunDir(run.path).results()]
     return {
-        "compute_optimal_vs_best_of_n": compute_optimal_vs(results, [Cell(**c) for c in summary["cells"]]),
+        "compute_optimal_vs_best_of_n": compute_optimal_vs(results, cells(results)),
         "global_vs_uniform": global_vs_uniform(results, policy, label, budgets),
-        "predicted_vs_oracle": _agreement(results, run),
-        "report": str(run.path / "report.md"),
+        "predicted_vs_oracle": _agreement(results, runs[-1]),
+        "reports": [str(run.path / "report.md") for run in runs],
     }
 
 
@@ -353,6 +396,8 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         + ("" if args.test_seed is None else f" --test-seed {args.test_seed}")
         + ("" if args.draws is None else f" --draws {args.draws}")
         + ("" if args.accept is None else f" --accept {args.accept:g}")
+        + ("" if args.budgets == DEFAULT_BUDGETS else f" --budgets {args.budgets}")
+        + ("" if args.baseline_budgets is None else f" --baseline-budgets {args.baseline_budgets}")
         + f" --dev-per-level {args.dev_per_level} --candidates {args.candidates!r}"
         + f" --difficulty-features {args.difficulty_features}"
         + ("" if args.selection == "best" else f" --selection {args.selection}")
@@ -365,7 +410,9 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
         f"- models: policy {record['model']['policy']}, verifier {record['model']['verifier']}",
         f"- calibration: {args.dev_per_level} dev problems per level, budgets {args.budgets}, "
         f"{args.oracle_samples} oracle samples, {args.folds}-fold CV; test: {args.test_per_level} problems "
-        f"per level x {args.test_seeds} seed(s)" + (f" x {len(record['draws'])} draws" if several else ""),
+        f"per level x {args.test_seeds} seed(s)"
+        + (f" x {len(record['draws'])} draws" if several else "")
+        + ("" if args.baseline_budgets is None else f"; baselines at budgets {args.baseline_budgets}"),
         f"- time: calibrate {record['seconds']['calibrate'] / 60:.1f} min, evaluate "
         f"{record['seconds']['eval'] / 60:.1f} min, {args.threads} thread(s)",
         "",
@@ -424,7 +471,7 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
                 f"oracle bins on {agree['n']} test problems: exact {100 * agree['exact']:.0f}%, within one "
                 f"bin {100 * agree['within_one']:.0f}%, Spearman {agree['spearman']:.2f}.",
             ]
-    lines.append("\nFull reports: " + ", ".join(f"`{d['report']}`" for d in record["draws"]))
+    lines.append("\nFull reports: " + ", ".join(f"`{r}`" for d in record["draws"] for r in d["reports"]))
     return "\n".join(lines)
 
 
