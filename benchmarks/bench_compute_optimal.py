@@ -3,8 +3,8 @@
 One command reproduces the comparisons of benchmarks/RESULTS.md, on the embedded models:
 
 1. **Calibrate** (``ponder calibrate``) on the built-in dev split: the candidate strategies (greedy,
-   best-of-N, beam search, DVTS, adaptive best-of-N) at every budget, each run after
-   compute_optimal's probe (``--standalone``: alone), oracle difficulty from 32 samples per
+   best-of-N, beam search, DVTS, adaptive best-of-N, also with a futility stop) at every budget,
+   each run after compute_optimal's probe (``--standalone``: alone), oracle difficulty from 32 samples per
    problem, the probe-based difficulty predictor (probe score and sample length), the
    cross-validated choice per predicted bin and budget, at that budget or a smaller one
    (``--spend-all``: at that budget) -> a policy file.
@@ -19,6 +19,10 @@ One command reproduces the comparisons of benchmarks/RESULTS.md, on the embedded
 With ``--draws 0,1,2`` one calibration is evaluated on several draws of test problems, each in its
 own directory, and the comparisons are also made on all draws pooled, with the paired difference
 between compute-optimal and best-of-N's best (a bootstrap interval over the shared results).
+
+``--baseline-budgets`` gives the baselines their own budgets (e.g. up to 128 while compute_optimal's
+caps go to 256): a budget is a cap, and the comparison is on FLOPs actually spent, so
+compute_optimal may be given a cap that best-of-N, which spends its whole budget, could not afford.
 
 Both runs are resumable: rerun the same command after an interruption. A different grid needs a
 different ``--out``. Everything is deterministic given ``--seed`` (which also draws the problems).
@@ -38,7 +42,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-CANDIDATES = ("greedy", "best_of_n", "beam_search:beam_width=4", "dvts:branching=4", "adaptive_best_of_n")
+CANDIDATES = (
+    "greedy",
+    "best_of_n",
+    "beam_search:beam_width=4",
+    "dvts:branching=4",
+    "adaptive_best_of_n",
+    # with a futility stop: a question whose first 32 (64) samples all score below 0.1 stops there
+    "adaptive_best_of_n:give_up=0.1,patience=32",
+    "adaptive_best_of_n:give_up=0.1,patience=64",
+)
 BASELINES = ("majority", "best_of_n", "weighted_best_of_n")
 GOAL = 6.0
 DEFAULT_BUDGETS = "1,2,4,8,16,32,64"

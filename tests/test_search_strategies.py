@@ -327,6 +327,27 @@ def test_adaptive_best_of_n_spends_the_budget_when_no_sample_is_confident():
         make_strategy("adaptive_best_of_n", threshold=0)
 
 
+def test_adaptive_best_of_n_gives_up_after_patience_samples_that_all_score_low():
+    calls: list[int] = []
+    stub = StepStub(marked_from_call(99, calls))  # no marked sample: every score is 0.2
+    stub.calls = calls
+    strategy = make_strategy("adaptive_best_of_n", give_up=0.3, patience=4)
+    result = strategy.run(PROMPT, stub, MarkerVerifier(), Budget(samples=32), 0)
+    assert [p.n for _, p in stub.calls] == [2, 2]
+    assert result.compute.samples == 4 and result.answer is not None
+    assert result.trace[-1] == "stopped: best score 0.200 < give_up 0.3 after 4 samples"
+    # A bar the samples clear does not stop them: the budget is spent as without give_up.
+    calls = []
+    stub = StepStub(marked_from_call(99, calls))
+    stub.calls = calls
+    strategy = make_strategy("adaptive_best_of_n", give_up=0.1, patience=4)
+    assert strategy.run(PROMPT, stub, MarkerVerifier(), Budget(samples=8), 0).compute.samples == 8
+    with pytest.raises(ConfigError, match=r"give_up must be in \(0, threshold=0.5\)"):
+        make_strategy("adaptive_best_of_n", give_up=0.5)
+    with pytest.raises(ConfigError, match="patience must be >= 1"):
+        make_strategy("adaptive_best_of_n", give_up=0.1, patience=0)
+
+
 # --- every strategy: budgets, minimums, verifiers, determinism -----------------------------------------
 
 

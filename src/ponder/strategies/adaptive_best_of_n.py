@@ -6,6 +6,11 @@ keeps drawing until the budget is spent, like plain best-of-N, and answers with 
 candidate. With a verifier that separates right from wrong solutions well, an easy question stops
 after its first batch and a hard one keeps sampling: compute follows difficulty within the question,
 where a fixed N spends the same on both.
+
+``give_up`` adds a futility stop: once ``patience`` samples are drawn and even the best scores below
+``give_up``, sampling stops and the best candidate answers. A question the policy almost never
+solves otherwise draws the whole budget for nothing; the stop bounds that waste, at the price of the
+rare question whose first right sample would have come later (calibration weighs the two).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from ponder.verifiers.base import Verifier
 class AdaptiveBestOfN:
     batch_size: int = 2  # samples per generate call (and per verifier call)
     threshold: float = 0.5  # stop once the best score reaches this
+    give_up: float | None = None  # stop once `patience` samples all score below this
+    patience: int = 32
     aggregation: str = "min"
     temperature: float = 1.0
     max_new_tokens: int = 160
@@ -46,10 +53,23 @@ class AdaptiveBestOfN:
             self.max_new_tokens >= 1, self.name, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"
         )
         check_aggregation(self.name, self.aggregation)
+        if self.give_up is not None:
+            check_param(
+                0.0 < self.give_up < self.threshold,
+                self.name,
+                f"give_up must be in (0, threshold={self.threshold}), got {self.give_up}",
+            )
+        check_param(self.patience >= 1, self.name, f"patience must be >= 1, got {self.patience}")
 
     def confident(self, candidates: list[Candidate]) -> bool:
         """Whether some answered candidate's score reaches the threshold."""
         return any(c.answer is not None and (c.score or 0.0) >= self.threshold for c in candidates)
+
+    def futile(self, candidates: list[Candidate]) -> bool:
+        """Whether ``patience`` samples are drawn and none scores ``give_up`` or more."""
+        if self.give_up is None or len(candidates) < self.patience:
+            return False
+        return max((c.score or 0.0 for c in candidates), default=0.0) < self.give_up
 
     def run(
         self, prompt: str, generator: Generator, verifier: Verifier | None, budget: Budget, seed: int
@@ -81,6 +101,9 @@ class AdaptiveBestOfN:
             trace.append(f"batch {batch}: {len(cands)} samples, best score {best:.3f}")
             if self.confident(cands):
                 stop = f"best score {best:.3f} >= {self.threshold}"
+                break
+            if self.futile(cands):
+                stop = f"best score {best:.3f} < give_up {self.give_up}"
                 break
         trace.append(f"stopped: {stop} after {len(cands)} samples")
         return StrategyResult(
