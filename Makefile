@@ -49,10 +49,11 @@ bench: $(BIN)/ponder
 	$(BIN)/python benchmarks/bench_serve.py
 
 # Compute-optimal vs. best-of-N and global vs. uniform budgets, nine test draws pooled
-# (~45 min on 2 idle cores; resumable).
+# with compute-optimal's caps up to 256 samples (~65 min on 2 idle cores; resumable).
 bench-compute-optimal: $(BIN)/ponder
 	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0 --draws 0,1,2,3,4,5,6,7,8 --threads 2 \
-	  --out runs/bench/co-headline
+	  --budgets 1,2,4,8,16,32,64,128,256 --baseline-budgets 1,2,4,8,16,32,64,128 \
+	  --out runs/bench/co256p
 
 # The 13x larger embedded policy (10.7M parameters) on the shipped policy's data and schedule:
 # bf16, about 65 min on 2 idle cores, 2 min on one GPU (LARGE_DEVICE=cuda); resumable. Not shipped:
