@@ -317,7 +317,14 @@ def comparisons(runs: list[Any], label: str, policy: Any, budgets: list[int]) ->
     results = [r for run in runs for r in RunDir(run.path).results()]
     return {
         "compute_optimal_vs_best_of_n": compute_optimal_vs(results, cells(results)),
+        # The allocator on the coverage model (when the policy records oracle counts) and on the
+        # raw calibrated curves, side by side.
         "global_vs_uniform": global_vs_uniform(results, policy, label, budgets),
+        "global_vs_uniform_calibrated": (
+            global_vs_uniform(results, policy, label, budgets, curves="calibrated")
+            if policy.has_coverage_model
+            else None
+        ),
         "predicted_vs_oracle": _agreement(results, runs[-1]),
         "reports": [str(run.path / "report.md") for run in runs],
     }
@@ -455,19 +462,7 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{d['baseline_budget']:g}: {100 * d['difference']:+.1f} points "
                 f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] over {d['n']} results"
             )
-    lines += [
-        "",
-        f"| {'draw | ' if several else ''}mean budget (samples) | uniform split acc % "
-        "| global allocation acc % | gain (points) |",
-        "|---" * (5 if several else 4) + "|",
-    ]
-    for draw in record["draws"]:
-        for a in draw["global_vs_uniform"]:
-            lines.append(
-                ("" if not several else f"| {draw['test_seed']} ")
-                + f"| {a['mean_budget']:g} | {100 * a['uniform']:.1f} | {100 * a['global']:.1f} | "
-                f"{100 * (a['global'] - a['uniform']):+.1f} |"
-            )
+    lines += global_rows(record["draws"], several)
     for draw in record["draws"]:
         agree = draw["predicted_vs_oracle"]
         if agree:
@@ -480,6 +475,39 @@ def markdown(record: dict[str, Any], args: argparse.Namespace) -> str:
             ]
     lines.append("\nFull reports: " + ", ".join(f"`{r}`" for d in record["draws"] for r in d["reports"]))
     return "\n".join(lines)
+
+
+def global_rows(draws: list[dict[str, Any]], several: bool) -> list[str]:
+    """Global allocation vs. a uniform split, per draw and mean budget (and, with several draws, the
+    mean over draws), on the curves the allocator used; with a coverage model, the raw calibrated
+    curves' allocation beside it."""
+    both = all(d.get("global_vs_uniform_calibrated") for d in draws)
+    model = draws[0]["global_vs_uniform"][0]["curves"] if draws and draws[0]["global_vs_uniform"] else "-"
+    head = f"| {'draw | ' if several else ''}mean budget (samples) | uniform split acc % "
+    head += f"| global ({model}) acc % | gain"
+    head += " | global (calibrated) acc % | gain |" if both else " |"
+    lines = ["", head, "|---" * (head.count("|") - 1) + "|"]
+
+    def row(draw_label: str, m: float, uni: float, glob: float, cal: float | None) -> str:
+        text = f"{draw_label}| {m:g} | {100 * uni:.1f} | {100 * glob:.1f} | {100 * (glob - uni):+.1f} |"
+        return text + (f" {100 * cal:.1f} | {100 * (cal - uni):+.1f} |" if cal is not None else "")
+
+    sums: dict[float, list[float]] = {}
+    for draw in draws:
+        cal = {a["mean_budget"]: a["global"] for a in draw.get("global_vs_uniform_calibrated") or []}
+        for a in draw["global_vs_uniform"]:
+            m = a["mean_budget"]
+            c = cal.get(m) if both else None
+            lines.append(row(f"| {draw['test_seed']} " if several else "", m, a["uniform"], a["global"], c))
+            acc = sums.setdefault(m, [0.0, 0.0, 0.0, 0.0])
+            acc[0] += 1
+            acc[1] += a["uniform"]
+            acc[2] += a["global"]
+            acc[3] += c or 0.0
+    if several:
+        for m, (n, uni, glob, cal) in sorted(sums.items()):
+            lines.append(row("| **mean** ", m, uni / n, glob / n, cal / n if both else None))
+    return lines
 
 
 def _short(label: str) -> str:

@@ -681,5 +681,68 @@ def calibrate_cmd(
     console.print(f"policy: {path}")
 
 
+@app.command("batch")
+@clean_errors
+def batch_cmd(
+    out: Annotated[Path, typer.Argument(help="answers file (JSONL; its first line is the allocation)")],
+    policy: Annotated[str, typer.Option(help="policy file from `ponder calibrate`")],
+    total_samples: Annotated[
+        int, typer.Option(min=1, help="samples the whole batch may spend, probes included")
+    ],
+    dataset: DatasetOpt = None,
+    split: SplitOpt = None,
+    answer_format: FormatOpt = None,
+    n_per_level: PerLevelOpt = None,
+    levels: LevelsOpt = None,
+    limit: LimitOpt = None,
+    dataset_seed: DatasetSeedOpt = None,
+    question_field: QFieldOpt = None,
+    answer_field: AFieldOpt = None,
+    prompt_template: TemplateOpt = None,
+    seed: int = 0,
+    curves: Annotated[
+        str | None,
+        typer.Option(
+            help="what the allocator expects of each budget: coverage (the policy's coverage model, "
+            "the default when it has one) or calibrated (the calibrated curves)"
+        ),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue an answers file cut short")] = False,
+    backend: BackendOpt = "embedded",
+    verifier: VerifierOpt = "embedded",
+) -> None:
+    """Answer a batch of questions under one total budget: probe each question, allocate the total
+    by marginal expected gain per sample on its predicted difficulty, then answer each with
+    compute_optimal capped at its share. The batch never spends more than the total."""
+    from ponder.eval.commands import batch_command, dataset_options
+
+    options = dataset_options(
+        dataset, split, answer_format, n_per_level, levels, limit, dataset_seed, question_field, answer_field,
+        prompt_template,
+    )  # fmt: skip
+    summary = batch_command(
+        out,
+        options=options,
+        policy=policy,
+        total_samples=total_samples,
+        seed=seed,
+        curves=curves,
+        resume=resume,
+        backend=backend,
+        verifier=verifier,
+        log=_log,
+    )
+    console.print(
+        f"{summary['questions']} questions: accuracy {100 * summary['accuracy']:.1f}%, "
+        f"{summary['spent_samples']} samples spent of {summary['total_samples']} "
+        f"({summary['allocated']} allocated), {summary['gflops']:.2f} GFLOPs"
+    )
+    console.print(
+        f"expected accuracy ({summary['curves']} curves): {100 * summary['expected_accuracy']:.1f}% "
+        f"allocated, {100 * summary['expected_uniform']:.1f}% with an even split"
+    )
+    console.print(f"answers: {summary['file']}")
+
+
 if __name__ == "__main__":
     app()

@@ -429,6 +429,15 @@ def calibrate(
                 "spearman": agree.spearman,
             },
             "bin_sizes": {str(b): sum(1 for p in all_ids if bins.get(p) == b) for b in range(1, n_bins + 1)},
+            # What the coverage model of the global allocator is fitted to (policy.curve).
+            "oracle_counts": {
+                str(b): [
+                    [int(difficulty[p]["correct"]), int(difficulty[p]["n"])]
+                    for p in all_ids
+                    if bins.get(p) == b and p in difficulty
+                ]
+                for b in range(1, n_bins + 1)
+            },
             "seconds": round(time.time() - started, 1),
         },
     )

@@ -177,7 +177,7 @@ def allocate(curves: list[list[Option]], total: float, answer_all: bool = True) 
 
 
 def global_vs_uniform(
-    results: list[dict], policy: object, label: str, budgets: list[float]
+    results: list[dict], policy: object, label: str, budgets: list[float], curves: str | None = None
 ) -> list[dict[str, float]]:
     """Global allocation vs. a uniform split of the same total, from a run's compute_optimal results.
 
@@ -188,7 +188,13 @@ def global_vs_uniform(
     budget pays for its own probe (the probe at any budget >= its size is the same samples, so the
     bin read there is the bin the question runs with). Accuracies are looked up in the results:
     the run measured every question at every budget. Averaged over seeds.
+
+    ``curves`` is the policy's accuracy model the allocator works from (``Policy.curve``):
+    ``coverage`` when the policy records its oracle counts, else ``calibrated`` (the default, None).
     """
+    if curves is None:
+        curves = "coverage" if getattr(policy, "has_coverage_model", False) else "calibrated"
+    model = curves
     probe = policy.predictor.probe_samples  # type: ignore[attr-defined]
     grid = [b for b in sorted(budgets) if b >= probe]
     by: dict[tuple[int, str], dict[float, dict]] = {}
@@ -204,13 +210,13 @@ def global_vs_uniform(
             if not rows:
                 continue
             problems = sorted(rows)
-            curves = []
+            options = []
             for p in problems:
                 bin_ = rows[p][grid[-1]].get("predicted_bin") or policy.n_bins  # type: ignore[attr-defined]
-                expected = dict(policy.curve(int(bin_)))  # type: ignore[attr-defined]
-                curves.append([Option(float(b), float(expected.get(b, 0.0))) for b in grid])
+                expected = dict(policy.curve(int(bin_), model))  # type: ignore[attr-defined]
+                options.append([Option(float(b), float(expected.get(b, 0.0))) for b in grid])
             total = m * len(problems)
-            choice = allocate(curves, total)
+            choice = allocate(options, total)
             uni.append(sum(bool(rows[p][m]["correct"]) for p in problems) / len(problems))
             glob.append(
                 sum(bool(rows[p][grid[i]]["correct"]) for p, i in zip(problems, choice) if i is not None)
@@ -225,6 +231,7 @@ def global_vs_uniform(
                     "uniform": sum(uni) / len(uni),
                     "global": sum(glob) / len(glob),
                     "global_spent": sum(spent) / len(spent),
+                    "curves": model,
                 }
             )
     return out

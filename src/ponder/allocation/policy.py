@@ -80,6 +80,7 @@ class Policy:
     budget_unit: str = "samples"
     bins_from: str = "predicted"
     calibration: dict[str, Any] = field(default_factory=dict)
+    _prior: tuple[float, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_bins(self) -> int:
@@ -114,10 +115,44 @@ class Policy:
             return False
         return budget.seconds is None or entry.mean_seconds <= budget.seconds
 
-    def curve(self, bin_: int) -> list[tuple[float, float]]:
-        """(grid budget, expected accuracy) for a bin: the held-out accuracy of the choice."""
+    def curve(self, bin_: int, model: str = "calibrated") -> list[tuple[float, float]]:
+        """(grid budget, expected accuracy) for a bin.
+
+        ``calibrated``: the held-out accuracy of the choice at each budget. ``coverage``: that curve
+        smoothed by a coverage model of the bin's dev questions (:mod:`ponder.allocation.coverage`),
+        which keeps rising where the small dev split saw every candidate saturate; it needs the
+        oracle counts a calibration records (``has_coverage_model``).
+        """
         row = self.table.get(bin_, {})
-        return [(b, row[b].cv_accuracy) for b in sorted(row)]
+        calibrated = [(b, row[b].cv_accuracy) for b in sorted(row)]
+        if model == "calibrated":
+            return calibrated
+        if model != "coverage":
+            raise ConfigError(f"an accuracy curve is 'calibrated' or 'coverage', got {model!r}")
+        from ponder.allocation.coverage import fit_beta_prior, scaled_coverage_curve
+
+        counts = self.oracle_counts()
+        if not counts:
+            raise ConfigError(
+                "this policy file records no oracle counts, so it has no coverage model: "
+                "recalibrate it with this ponder, or use the calibrated curves"
+            )
+        if self._prior is None:
+            self._prior = fit_beta_prior([c for per_bin in counts.values() for c in per_bin])
+        mine = counts.get(bin_) or [c for per_bin in counts.values() for c in per_bin]
+        return scaled_coverage_curve(calibrated, mine, self._prior)
+
+    def oracle_counts(self) -> dict[int, list[tuple[int, int]]]:
+        """Per bin, (right, samples) of the oracle samples of each dev question calibration put in it."""
+        raw = self.calibration.get("oracle_counts") or {}
+        try:
+            return {int(b): [(int(k), int(n)) for k, n in rows] for b, rows in raw.items()}
+        except (TypeError, ValueError, AttributeError):
+            raise ConfigError(f"the policy's oracle counts are malformed: {str(raw)[:80]}") from None
+
+    @property
+    def has_coverage_model(self) -> bool:
+        return bool(self.oracle_counts())
 
     def check_models(self, generator: object, verifier: object | None, where: str) -> None:
         """Refuse to apply a policy calibrated for other weights."""

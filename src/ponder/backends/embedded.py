@@ -205,9 +205,7 @@ class EmbeddedGenerator:
         return hit
 
     @staticmethod
-    def _store(
-        store: PrefixCache, ids: list[int], cache: KVCache, row: int, slots: torch.Tensor
-    ) -> None:
+    def _store(store: PrefixCache, ids: list[int], cache: KVCache, row: int, slots: torch.Tensor) -> None:
         """Put ``ids`` in ``store``; ``slots[j]`` is where token j sits in ``cache`` row ``row``."""
 
         def source(start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -611,11 +611,7 @@ class OpenAIGenerator(ContinuationGenerator):
                     tries = "1 try" if attempt == 0 else f"{attempt + 1} tries"
                     raise BackendError(
                         f"{self.base_url} failed after {tries}: {_describe(exc)}"
-                        + (
-                            f" (timeout {self.timeout:g} s)"
-                            if _timed_out(exc)
-                            else ""
-                        )
+                        + (f" (timeout {self.timeout:g} s)" if _timed_out(exc) else "")
                     ) from exc
                 await asyncio.sleep(self.retry.delay(attempt, exc))
                 attempt += 1

@@ -237,3 +237,135 @@ def calibrate_command(
             f"within one {100 * agree['within_one']:.0f}%, Spearman {agree['spearman']:.2f}"
         )
     return target
+
+
+def batch_command(
+    out: Path,
+    *,
+    options: dict[str, Any],
+    policy: str,
+    total_samples: int,
+    seed: int,
+    curves: str | None,
+    resume: bool,
+    backend: str,
+    verifier: str,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """``ponder batch``: answer a dataset's questions under one total sample budget
+    (:mod:`ponder.allocation.batch`), one JSONL line per answer written as it is made.
+
+    The file's first line is the run's settings and allocation; ``--resume`` continues a file cut
+    short (the same settings, or a clear error), answering only what it lacks."""
+    import json
+
+    from ponder.allocation.batch import BatchAnswer, BatchPlan, solve_batch, uniform_expected
+    from ponder.allocation.policy import load_policy
+    from ponder.eval.datasets import answer_format
+    from ponder.eval.runner import JsonlWriter, read_jsonl
+
+    if curves not in (None, "coverage", "calibrated"):
+        raise ConfigError(f"--curves is coverage or calibrated, got {curves!r}")
+    dataset = open_dataset(options)
+    generator, scorer = load_models(backend, verifier)
+    if scorer is None:
+        raise ConfigError("a batch needs a verifier (compute_optimal's probe is scored)")
+    loaded = load_policy(policy)
+    settings = {
+        "dataset": dataset.name,
+        "fingerprint": dataset.fingerprint,
+        "policy": policy_hashes([parse_strategy(f"compute_optimal:policy={policy}")]),
+        "models": models_identity(generator, scorer),
+        "total_samples": total_samples,
+        "seed": seed,
+        "curves": curves or ("coverage" if loaded.has_coverage_model else "calibrated"),
+    }
+    rows = read_jsonl(out) if out.exists() else []
+    if rows and not resume:
+        raise ConfigError(f"{out} already holds answers: pass --resume to continue it, or choose a new file")
+    if rows and rows[0].get("settings") != settings:
+        recorded = rows[0].get("settings")
+        raise ConfigError(
+            f"{out} was written by another batch (recorded settings {json.dumps(recorded)[:200]}): "
+            "use a new file for a different batch"
+        )
+    done = {int(r["index"]): r for r in rows[1:] if "index" in r}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = JsonlWriter(out)
+    fmt = answer_format(dataset.answer_format)
+    problems = dataset.problems
+    started = len(done)
+
+    recorded_plan = None
+    if rows and all(k in rows[0] for k in ("caps", "bins", "expected")):
+        recorded_plan = BatchPlan(
+            caps=[int(c) for c in rows[0]["caps"]],
+            bins=[int(b) for b in rows[0]["bins"]],
+            expected=[float(e) for e in rows[0]["expected"]],
+            total=total_samples,
+            probe_samples=loaded.predictor.probe_samples,
+            curves=settings["curves"],
+        )
+
+    def on_plan(plan: BatchPlan) -> None:
+        if recorded_plan is None:
+            header = {"settings": settings, "caps": plan.caps, "bins": plan.bins}
+            writer.write(header | {"expected": plan.expected})
+        log(
+            f"allocated {plan.allocated} of {plan.total} samples over {len(plan.caps)} questions "
+            f"({plan.curves} curves); answering {len(plan.caps) - started}"
+        )
+
+    def on_answer(a: BatchAnswer) -> None:
+        p = problems[a.index]
+        row = {
+            "index": a.index,
+            "problem": p.id,
+            "question": p.question,
+            "answer": None if a.answer is None else str(a.answer),
+            "gold": p.answer,
+            "correct": fmt.is_correct(a.answer, p.answer),
+            "level": p.level,
+            "predicted_bin": a.predicted_bin,
+            "cap": a.cap,
+            "expected_accuracy": a.expected_accuracy,
+            "chosen": a.chosen,
+            "samples": a.compute.samples,
+            "tokens": a.compute.policy_tokens + a.compute.verifier_tokens,
+            "flops": a.compute.total_flops,
+            "seconds": a.compute.wall_seconds,
+        }
+        done[a.index] = row
+        writer.write(row)
+        log(f"answered {len(done)}/{len(problems)}: {p.id} (cap {a.cap}, spent {a.compute.samples})")
+
+    try:
+        with fmt.strategy_context():
+            plan, _ = solve_batch(
+                [p.prompt for p in problems],
+                generator,
+                scorer,
+                policy,
+                total_samples,
+                seed=seed,
+                curves=curves,
+                on_plan=on_plan,
+                on_answer=on_answer,
+                skip=set(done),
+                plan=recorded_plan,
+            )
+    finally:
+        writer.close()
+    answered = [done[i] for i in sorted(done)]
+    return {
+        "file": str(out),
+        "questions": len(problems),
+        "total_samples": total_samples,
+        "allocated": plan.allocated,
+        "spent_samples": sum(int(r["samples"]) for r in answered),
+        "accuracy": sum(bool(r["correct"]) for r in answered) / len(answered),
+        "expected_accuracy": sum(plan.expected) / len(plan.expected),
+        "expected_uniform": uniform_expected(plan, loaded),
+        "gflops": sum(float(r["flops"]) for r in answered) / 1e9,
+        "curves": plan.curves,
+    }

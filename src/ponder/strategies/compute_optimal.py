@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ponder.backends.base import Generator
 from ponder.strategies.adaptive_best_of_n import AdaptiveBestOfN
-from ponder.strategies.base import Candidate, Strategy, StrategyResult
+from ponder.strategies.base import Candidate, Compute, Strategy, StrategyResult
 from ponder.strategies.best_of_n import pick_by_score
 from ponder.strategies.budget import Budget, BudgetTooSmall, BudgetTracker, derive_seed
 from ponder.strategies.majority import vote
@@ -45,7 +45,7 @@ from ponder.strategies.sampling import check_param, require_one_sample, score_va
 from ponder.verifiers.base import Verifier
 
 if TYPE_CHECKING:  # ponder.allocation builds on the strategies: imported when a run starts
-    from ponder.allocation.difficulty import Probe
+    from ponder.allocation.difficulty import DifficultyPredictor, Probe
     from ponder.allocation.policy import Policy, PolicyEntry
 
 SAMPLING = ("majority", "best_of_n", "weighted_best_of_n", "adaptive_best_of_n")
@@ -122,26 +122,38 @@ class ComputeOptimal:
         policy.check_models(generator, verifier, self.policy)
         return policy
 
-    def run(
-        self, prompt: str, generator: Generator, verifier: Verifier | None, budget: Budget, seed: int
-    ) -> StrategyResult:
-        from ponder.allocation.difficulty import DifficultyPredictor, run_probe
-        from ponder.allocation.policy import PolicyEntry
+    def predictor(self, generator: Generator, verifier: Verifier | None) -> DifficultyPredictor:
+        """What reads a question's difficulty: the policy file's, or the fallback's fixed cut points."""
+        from ponder.allocation.difficulty import DifficultyPredictor
 
-        tracker = BudgetTracker(budget, self.name, generator, verifier, needs_verifier=True)
         policy = self._policy(generator, verifier)
-        predictor = (
-            policy.predictor
-            if policy is not None
-            else DifficultyPredictor(
-                probe_samples=self.probe_samples,
-                aggregation=self.aggregation,
-                temperature=self.temperature,
-                max_new_tokens=self.max_new_tokens,
-            )
+        if policy is not None:
+            return policy.predictor
+        return DifficultyPredictor(
+            probe_samples=self.probe_samples,
+            aggregation=self.aggregation,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
         )
+
+    def probe(
+        self, prompt: str, generator: Generator, verifier: Verifier | None, budget: Budget, seed: int
+    ) -> tuple[Probe, Compute]:
+        """Step 1 alone, as :meth:`run` does it (same samples for the same seed): the probe and what
+        it spent. A batch allocator probes every question first, then hands each probe back to
+        :meth:`run` with that question's budget, so no probe is paid twice."""
+        tracker = BudgetTracker(budget, self.name, generator, verifier, needs_verifier=True)
+        probe = self._probe(prompt, tracker, self.predictor(generator, verifier), seed)
+        compute = tracker.compute
+        compute.wall_seconds = tracker.elapsed()
+        return probe, compute
+
+    @staticmethod
+    def _probe(prompt: str, tracker: BudgetTracker, predictor: DifficultyPredictor, seed: int) -> Probe:
+        from ponder.allocation.difficulty import run_probe
+
         require_one_sample(tracker, prompt, predictor.max_new_tokens, scored=True)
-        probe = run_probe(
+        return run_probe(
             prompt,
             tracker,
             predictor.probe_samples,
@@ -150,6 +162,31 @@ class ComputeOptimal:
             derive_seed(seed, "probe"),
             predictor.aggregation,
         )
+
+    def run(
+        self,
+        prompt: str,
+        generator: Generator,
+        verifier: Verifier | None,
+        budget: Budget,
+        seed: int,
+        *,
+        probed: tuple[Probe, Compute] | None = None,
+    ) -> StrategyResult:
+        """Probe, choose, run (module docstring). ``probed``: a probe :meth:`probe` already ran for
+        this prompt and seed; its compute counts in ``budget`` and in the result, once."""
+        from ponder.allocation.policy import PolicyEntry
+
+        tracker = BudgetTracker(budget, self.name, generator, verifier, needs_verifier=True)
+        policy = self._policy(generator, verifier)
+        predictor = self.predictor(generator, verifier)
+        probe_seconds = 0.0
+        if probed is None:
+            probe = self._probe(prompt, tracker, predictor, seed)
+        else:  # paid already: it counts in this run's budget and compute, its time too
+            probe, probe_compute = probed
+            probe_seconds = probe_compute.wall_seconds
+            tracker.compute.merge(dataclasses.replace(probe_compute, wall_seconds=0.0))
         value = predictor.feature(probe.feature, probe.length)
         bin_ = predictor.predict(value)
         if policy is not None:
@@ -209,7 +246,7 @@ class ComputeOptimal:
             compute.merge(sub_result.compute)
             candidates += sub_result.candidates
             trace += ["  " + line for line in sub_result.trace]
-        compute.wall_seconds = tracker.elapsed()
+        compute.wall_seconds = tracker.elapsed() + probe_seconds
         answer = (
             accepted.answer
             if accepted is not None
