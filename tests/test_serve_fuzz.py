@@ -92,7 +92,13 @@ def test_no_generated_request_gets_a_5xx(fuzz_server, mode):
             question=st.one_of(st.none(), st.sampled_from(QUESTIONS)),
         )
         @settings(
-            max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            # The same examples every run: a random draw that happened to reach no search (all 400s
+            # and 404s) made the positive case's "searched > 0" fail now and then.
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
         )
         def run(case, model, question):
             steer(case, model, question)
