@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint retrain bench bench-compute-optimal large-policy bench-large
+.PHONY: demo test lint retrain bench bench-compute-optimal bench-compute-optimal-fresh large-policy bench-large
 
 $(BIN)/ponder: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-compute-optimal: $(BIN)/ponder
 	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0 --draws 0,1,2,3,4,5,6,7,8 --threads 2 \
 	  --budgets 1,2,4,8,16,32,64,128,256 --baseline-budgets 1,2,4,8,16,32,64,128 \
 	  --out runs/bench/co256p
+
+bench-compute-optimal-fresh: $(BIN)/ponder
+	$(BIN)/python benchmarks/bench_compute_optimal.py --seed 0 --draws 9,10,11,12,13,14,15,16,17 --threads 2 \
+	  --budgets 1,2,4,8,16,32,64,128,256 --baseline-budgets 1,2,4,8,16,32,64,128 \
+	  --out runs/bench/co256p-fresh
 
 # The 13x larger embedded policy (10.7M parameters) on the shipped policy's data and schedule:
 # bf16, about 65 min on 2 idle cores, 2 min on one GPU (LARGE_DEVICE=cuda); resumable. Not shipped:
