@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from ponder.allocation.global_budget import Option, allocate, expected_value
@@ -61,6 +60,17 @@ class BatchPlan:
         return sum(self.caps)
 
 
+def check_total(n_questions: int, total: int, probe_samples: int) -> None:
+    """Refuse an empty batch, or a total that cannot pay for one probe per question."""
+    if n_questions == 0:
+        raise ConfigError("the batch has no questions")
+    if total < n_questions * probe_samples:
+        raise ConfigError(
+            f"a total of {total} samples cannot pay for the batch's probes: {n_questions} questions x "
+            f"{probe_samples} probe samples = {n_questions * probe_samples}"
+        )
+
+
 def plan_caps(
     bins: Sequence[int], policy: Any, total: int, probe_samples: int, curves: str | None = None
 ) -> BatchPlan:
@@ -69,13 +79,7 @@ def plan_caps(
     if curves is None:
         curves = "coverage" if policy.has_coverage_model else "calibrated"
     n = len(bins)
-    if n == 0:
-        raise ConfigError("the batch has no questions")
-    if total < n * probe_samples:
-        raise ConfigError(
-            f"a total of {total} samples cannot pay for the batch's probes: {n} questions x "
-            f"{probe_samples} probe samples = {n * probe_samples}"
-        )
+    check_total(n, total, probe_samples)
     options: list[list[Option]] = []
     caps_of: list[list[int]] = []
     for b in bins:
@@ -88,7 +92,7 @@ def plan_caps(
     choice = allocate(options, float(total - n * probe_samples))
     picks = [0 if i is None else i for i in choice]
     caps = [caps_of[q][i] for q, i in enumerate(picks)]
-    assert sum(Fraction(c) for c in caps) <= total  # allocate() never exceeds its total
+    assert sum(caps) <= total  # allocate() never exceeds its total
     return BatchPlan(
         caps=caps,
         bins=[int(b) for b in bins],
@@ -130,8 +134,7 @@ def solve_batch(
     strategy = ComputeOptimal(policy=policy_file)
     predictor = policy.predictor
     probe_samples = predictor.probe_samples
-    if total_samples < len(prompts) * probe_samples:  # refuse before probing anything
-        plan_caps([1] * len(prompts), policy, total_samples, probe_samples, curves)
+    check_total(len(prompts), total_samples, probe_samples)  # before probing anything
     skip = skip or set()
     if plan is not None and (len(plan.caps) != len(prompts) or plan.total != total_samples):
         raise ConfigError(

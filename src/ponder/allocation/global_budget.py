@@ -194,7 +194,6 @@ def global_vs_uniform(
     """
     if curves is None:
         curves = "coverage" if getattr(policy, "has_coverage_model", False) else "calibrated"
-    model = curves
     probe = policy.predictor.probe_samples  # type: ignore[attr-defined]
     grid = [b for b in sorted(budgets) if b >= probe]
     by: dict[tuple[int, str], dict[float, dict]] = {}
@@ -213,7 +212,7 @@ def global_vs_uniform(
             options = []
             for p in problems:
                 bin_ = rows[p][grid[-1]].get("predicted_bin") or policy.n_bins  # type: ignore[attr-defined]
-                expected = dict(policy.curve(int(bin_), model))  # type: ignore[attr-defined]
+                expected = dict(policy.curve(int(bin_), curves))  # type: ignore[attr-defined]
                 options.append([Option(float(b), float(expected.get(b, 0.0))) for b in grid])
             total = m * len(problems)
             choice = allocate(options, total)
@@ -231,7 +230,7 @@ def global_vs_uniform(
                     "uniform": sum(uni) / len(uni),
                     "global": sum(glob) / len(glob),
                     "global_spent": sum(spent) / len(spent),
-                    "curves": model,
+                    "curves": curves,
                 }
             )
     return out

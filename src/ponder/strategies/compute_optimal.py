@@ -122,11 +122,10 @@ class ComputeOptimal:
         policy.check_models(generator, verifier, self.policy)
         return policy
 
-    def predictor(self, generator: Generator, verifier: Verifier | None) -> DifficultyPredictor:
+    def _predictor(self, policy: Policy | None) -> DifficultyPredictor:
         """What reads a question's difficulty: the policy file's, or the fallback's fixed cut points."""
         from ponder.allocation.difficulty import DifficultyPredictor
 
-        policy = self._policy(generator, verifier)
         if policy is not None:
             return policy.predictor
         return DifficultyPredictor(
@@ -143,7 +142,7 @@ class ComputeOptimal:
         it spent. A batch allocator probes every question first, then hands each probe back to
         :meth:`run` with that question's budget, so no probe is paid twice."""
         tracker = BudgetTracker(budget, self.name, generator, verifier, needs_verifier=True)
-        probe = self._probe(prompt, tracker, self.predictor(generator, verifier), seed)
+        probe = self._probe(prompt, tracker, self._predictor(self._policy(generator, verifier)), seed)
         compute = tracker.compute
         compute.wall_seconds = tracker.elapsed()
         return probe, compute
@@ -179,7 +178,7 @@ class ComputeOptimal:
 
         tracker = BudgetTracker(budget, self.name, generator, verifier, needs_verifier=True)
         policy = self._policy(generator, verifier)
-        predictor = self.predictor(generator, verifier)
+        predictor = self._predictor(policy)
         probe_seconds = 0.0
         if probed is None:
             probe = self._probe(prompt, tracker, predictor, seed)
